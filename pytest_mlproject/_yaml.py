@@ -1,0 +1,217 @@
+"""Read YAML the way MLflow does (PyYAML's safe loader), keeping the line of every key.
+
+MLflow calls ``yaml.safe_load``; we build the same values (so parameter order, last-wins
+duplicate keys, merge keys and scalar types all agree) with the C loader when PyYAML has it,
+but mappings and sequences come back as :class:`YamlMap` / :class:`YamlSeq`, which remember
+their lines. Before anything is constructed, the node graph is measured against
+:class:`Limits`, so a hostile file (an alias bomb, a recursive anchor, deep nesting) is
+refused with a line number instead of eating memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+# PyYAML built without libyaml has no CSafeLoader; the pure-Python one gives the same values.
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a descriptor (or an environment file) may cost to read."""
+
+    max_bytes: int = 1024 * 1024
+    max_depth: int = 32
+    #: Nodes the document would have with every alias written out in full.
+    max_expanded_nodes: int = 100_000
+
+
+DEFAULT_LIMITS = Limits()
+
+
+class YamlMap(dict[Any, Any]):
+    """A mapping that knows its own line and the line of each of its keys (1-based)."""
+
+    line: int
+    key_lines: dict[Any, int]
+
+    def line_of(self, key: Any) -> int:
+        return self.key_lines.get(key, self.line)
+
+
+class YamlSeq(list[Any]):
+    """A sequence that knows its own line and the line of each item (1-based)."""
+
+    line: int
+    item_lines: list[int]
+
+    def line_of(self, index: int) -> int:
+        return self.item_lines[index] if 0 <= index < len(self.item_lines) else self.line
+
+
+@dataclass(frozen=True)
+class YamlIssue:
+    """Why a document could not be read: a rule code, a line and a message."""
+
+    code: str
+    line: int
+    message: str
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    key: Any
+    line: int
+    first_line: int
+
+
+class YamlReadError(Exception):
+    def __init__(self, issue: YamlIssue) -> None:
+        super().__init__(issue.message)
+        self.issue = issue
+
+
+class _LineLoader(_BaseLoader):  # type: ignore[misc]
+    duplicates: list[Duplicate]
+
+
+def _construct_map(loader: _LineLoader, node: yaml.MappingNode) -> Iterator[YamlMap]:
+    data = YamlMap()
+    data.line = node.start_mark.line + 1
+    data.key_lines = {}
+    yield data
+    own = sum(1 for key_node, _ in node.value if key_node.tag != _MERGE_TAG)
+    loader.flatten_mapping(node)
+    merged = len(node.value) - own
+    own_lines: dict[Any, int] = {}
+    for index, (key_node, value_node) in enumerate(node.value):
+        key = loader.construct_object(key_node, deep=False)
+        if not isinstance(key, Hashable):
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping",
+                node.start_mark,
+                "found unhashable key",
+                key_node.start_mark,
+            )
+        line = key_node.start_mark.line + 1
+        # Keys brought in by a merge (`<<: *base`) may be overridden; a key written twice
+        # in the mapping itself is a mistake that PyYAML silently resolves to the last one.
+        if index >= merged:
+            if key in own_lines:
+                loader.duplicates.append(Duplicate(key, line, own_lines[key]))
+            own_lines[key] = line
+        data[key] = loader.construct_object(value_node, deep=False)
+        data.key_lines[key] = line
+
+
+def _construct_seq(loader: _LineLoader, node: yaml.SequenceNode) -> Iterator[YamlSeq]:
+    data = YamlSeq()
+    data.line = node.start_mark.line + 1
+    data.item_lines = [child.start_mark.line + 1 for child in node.value]
+    yield data
+    data.extend(loader.construct_sequence(node))
+
+
+_LineLoader.add_constructor("tag:yaml.org,2002:map", _construct_map)
+_LineLoader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
+
+
+def _measure(root: yaml.Node, limits: Limits) -> None:
+    """Refuse recursive anchors, deep nesting and alias expansion past the limits.
+
+    Walks the node graph once, without recursion, computing for every distinct node the size
+    and height it would have with aliases written out; shared nodes are measured once.
+    """
+    sizes: dict[int, tuple[int, int]] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if key in sizes:
+            continue
+        children = _children(node)
+        if not children_done:
+            if key in open_nodes:
+                continue
+            open_nodes.add(key)
+            stack.append((node, True))
+            for child in children:
+                if id(child) in open_nodes:
+                    raise YamlReadError(
+                        YamlIssue(
+                            "MLP104",
+                            child.start_mark.line + 1,
+                            "recursive YAML alias: an anchor refers to itself; "
+                            "write the value out instead of aliasing its own parent",
+                        )
+                    )
+                if id(child) not in sizes:
+                    stack.append((child, False))
+            continue
+        size, height = 1, 1
+        for child in children:
+            child_size, child_height = sizes[id(child)]
+            size += child_size
+            height = max(height, child_height + 1)
+        line = node.start_mark.line + 1
+        if height > limits.max_depth:
+            raise YamlReadError(
+                YamlIssue(
+                    "MLP103",
+                    line,
+                    f"YAML nested more than {limits.max_depth} levels deep; "
+                    "an MLproject needs a handful, flatten this value",
+                )
+            )
+        if size > limits.max_expanded_nodes:
+            raise YamlReadError(
+                YamlIssue(
+                    "MLP104",
+                    line,
+                    f"YAML aliases expand this value to more than {limits.max_expanded_nodes} "
+                    "nodes; write it out without anchors and aliases",
+                )
+            )
+        sizes[key] = (size, height)
+        open_nodes.discard(key)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [child for pair in node.value for child in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def parse(data: bytes | str, limits: Limits = DEFAULT_LIMITS) -> tuple[Any, list[Duplicate]]:
+    """Parse one YAML document; return its value and the duplicate keys it had.
+
+    Raises :class:`YamlReadError` with a rule code and a line for anything MLflow would fail
+    to read, and for documents past the limits. An empty document is ``None``, as in MLflow.
+    """
+    loader = _LineLoader(data)
+    loader.duplicates = []
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, []
+        _measure(node, limits)
+        return loader.construct_document(node), loader.duplicates
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        problem = exc.problem or "invalid YAML"
+        context = f" ({exc.context})" if exc.context else ""
+        raise YamlReadError(YamlIssue("MLP101", line, f"{problem}{context}")) from None
+    except yaml.YAMLError as exc:  # reader errors: control characters and the like
+        raise YamlReadError(YamlIssue("MLP101", 1, str(exc))) from None
+    finally:
+        loader.dispose()
