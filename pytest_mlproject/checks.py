@@ -1,0 +1,580 @@
+"""The rules: functions from a :class:`~pytest_mlproject.spec.Project` to problems.
+
+``spec.read`` already reports the shapes MLflow crashes on; the rules here look at what the
+shapes mean: environment files, docker settings, parameter types and defaults, command
+templates and the scripts they run. Each rule's code, severity and fix are in the catalogue
+(``problems.RULES``) and in ``docs/rules.md``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import shlex
+import string
+import urllib.parse
+from collections.abc import Callable, Collection, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from pytest_mlproject import _yaml
+from pytest_mlproject.problems import Problem
+from pytest_mlproject.spec import (
+    ENTRY_POINT_KEYS,
+    PARAMETER_KEYS,
+    TOP_LEVEL_KEYS,
+    EntryPoint,
+    Parameter,
+    Project,
+    read,
+)
+
+#: The types MLflow's documentation lists. Others work: MLflow treats them as ``string``.
+DOCUMENTED_TYPES = frozenset({"string", "float", "path", "uri"})
+#: Undocumented names in wide use whose meaning is plain; they are not worth a warning.
+COMMON_TYPES = frozenset({"str", "int", "integer", "long", "double", "number", "bool", "boolean"})
+_LIST_TYPE = re.compile(r"list(\[\w+\])?")
+NUMERIC_TYPES = {"float": float, "double": float, "int": int, "integer": int, "long": int}
+#: Keys people add for documentation; MLflow ignores them and so do we.
+DOCUMENTATION_KEYS = frozenset({"description", "help", "doc"})
+PYTHON_ENV_KEYS = frozenset({"python", "build_dependencies", "dependencies"})
+#: Interpreters whose first non-option argument is a script file in the project.
+_INTERPRETERS = {"python", "python3", "bash", "sh", "zsh", "Rscript"}
+_SCRIPT_SUFFIXES = (".py", ".sh", ".R", ".r")
+_KEY_TYPO = re.compile(r"^(type|default)\s*[:=\s]\s*(\S.*)$")
+_SHELL_SEPARATORS = re.compile(r"&&|\|\||[;|&\n]")
+
+Rule = Callable[[Project], Iterable[Problem]]
+
+
+def check(
+    target: Project | Path | str,
+    ignore: Collection[str] = (),
+    extra_rules: Iterable[Rule] = (),
+) -> list[Problem]:
+    """Every problem with a project, sorted by file and line; never raises for bad input.
+
+    ``target`` is a descriptor, a project folder, or an already read project. Codes in
+    ``ignore`` are left out.
+    """
+    if isinstance(target, Project):
+        project: Project | None = target
+        problems = list(target.problems)
+    else:
+        project, read_problems = read(target)
+        problems = list(read_problems)
+    if project is not None and project.descriptor is not None:
+        for rule in (*RULES, *extra_rules):
+            problems.extend(rule(project))
+    return sorted(
+        (p for p in problems if p.code not in ignore),
+        key=lambda p: (str(p.path), p.line, p.code),
+    )
+
+
+def _problem(
+    project: Project, line: int, code: str, message: str, ep: str | None = None
+) -> Problem:
+    assert project.descriptor is not None
+    return Problem(project.descriptor, line, code, message, ep)
+
+
+def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word.strip(), list(choices), n=1, cutoff=0.7)
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
+# --- keys -------------------------------------------------------------------------------
+
+
+def unknown_keys(project: Project) -> Iterator[Problem]:
+    """MLP209 and MLP401: keys MLflow never reads, and the typos that make a key unread."""
+    doc = project.document
+    assert doc is not None
+    for key in doc:
+        if key not in TOP_LEVEL_KEYS:
+            yield _problem(
+                project,
+                doc.line_of(key),
+                "MLP209",
+                f"unknown top-level key {key!r}{_did_you_mean(str(key), TOP_LEVEL_KEYS)}; "
+                "MLflow ignores it: fix the name or remove it",
+            )
+    entry_points = doc.get("entry_points")
+    if not isinstance(entry_points, _yaml.YamlMap):
+        return
+    for ep_name, body in entry_points.items():
+        ep = str(ep_name)
+        if not isinstance(body, _yaml.YamlMap):
+            continue
+        for key in body:
+            if key not in ENTRY_POINT_KEYS and key not in DOCUMENTATION_KEYS:
+                yield _problem(
+                    project,
+                    body.line_of(key),
+                    "MLP209",
+                    f"unknown key {key!r} in entry point {ep!r}"
+                    f"{_did_you_mean(str(key), ENTRY_POINT_KEYS)}; MLflow ignores it: "
+                    "an entry point takes `command` and `parameters`",
+                    ep,
+                )
+        parameters = body.get("parameters")
+        if not isinstance(parameters, _yaml.YamlMap):
+            continue
+        for param_name, spec in parameters.items():
+            if isinstance(spec, _yaml.YamlMap):
+                yield from _parameter_keys(project, ep, str(param_name), spec)
+
+
+def _parameter_keys(project: Project, ep: str, name: str, spec: _yaml.YamlMap) -> Iterator[Problem]:
+    for key in spec:
+        if key in PARAMETER_KEYS or key in DOCUMENTATION_KEYS:
+            continue
+        typo = _KEY_TYPO.match(str(key)) if isinstance(key, str) else None
+        if typo is not None:
+            field, value = typo.groups()
+            effect = (
+                "so the parameter silently becomes a string"
+                if field == "type"
+                else "so the default is lost and the parameter becomes required"
+            )
+            yield _problem(
+                project,
+                spec.line_of(key),
+                "MLP401",
+                f"parameter {name!r} has the key {key!r}: MLflow reads it as one unknown key, "
+                f"{effect}; write `{field}: {value}` (a colon and a space)",
+                ep,
+            )
+        else:
+            yield _problem(
+                project,
+                spec.line_of(key),
+                "MLP209",
+                f"unknown key {key!r} in parameter {name!r}"
+                f"{_did_you_mean(str(key), PARAMETER_KEYS)}; MLflow ignores it: "
+                "a parameter takes `type` and `default`",
+                ep,
+            )
+
+
+# --- environments -----------------------------------------------------------------------
+
+
+def environment(project: Project) -> Iterator[Problem]:
+    """MLP302, MLP308-MLP310 and the docker rules MLP305-MLP307."""
+    if project.docker_env is not None:
+        yield from _docker(project, project.docker_env)
+        return
+    env_file = project.env_file
+    if env_file is None:
+        return
+    declared = project.document is not None and project.env_type in project.document
+    key = project.env_type
+    line = project.line_of(key) if declared else 1
+    if not env_file.exists():
+        kind = "python_env file" if key == "python_env" else "conda environment file"
+        yield _problem(
+            project,
+            line,
+            "MLP302",
+            f"Project specified {kind} {env_file}, but no such file was found: "
+            f"create it, or point `{key}` at the right file",
+        )
+        return
+    try:
+        env_file.resolve().relative_to(project.directory.resolve())
+    except ValueError:
+        yield _problem(
+            project,
+            line,
+            "MLP310",
+            f"`{key}` points outside the project folder ({env_file}); that file does not "
+            "travel with the project (Git URIs, Databricks archives): move it into the project",
+        )
+    if key == "python_env":
+        yield from _python_env_file(project, env_file)
+    else:
+        yield from _conda_file(project, env_file)
+
+
+def _env_document(project: Project, env_file: Path, code: str) -> tuple[Any, list[Problem]]:
+    try:
+        data = env_file.read_bytes()[: _yaml.DEFAULT_LIMITS.max_bytes + 1]
+        if len(data) > _yaml.DEFAULT_LIMITS.max_bytes:
+            raise ValueError("larger than the size limit")
+        value, _ = _yaml.parse(data)
+    except _yaml.YamlReadError as exc:
+        return None, [Problem(env_file, exc.issue.line, code, f"{exc.issue.message}; fix the YAML")]
+    except (OSError, ValueError) as exc:
+        return None, [Problem(env_file, 1, code, f"cannot read the environment file: {exc}")]
+    return value, []
+
+
+def _python_env_file(project: Project, env_file: Path) -> Iterator[Problem]:
+    doc, problems = _env_document(project, env_file, "MLP308")
+    yield from problems
+    if problems:
+        return
+    if not isinstance(doc, _yaml.YamlMap):
+        yield Problem(
+            env_file,
+            1,
+            "MLP308",
+            "a python_env file must be a mapping with `python`, `build_dependencies` and "
+            "`dependencies`; MLflow fails to build the environment from it",
+        )
+        return
+    for key in doc:
+        if key not in PYTHON_ENV_KEYS:
+            yield Problem(
+                env_file,
+                doc.line_of(key),
+                "MLP308",
+                f"unknown key {key!r} in a python_env file"
+                f"{_did_you_mean(str(key), PYTHON_ENV_KEYS)}; MLflow refuses it: only "
+                "`python`, `build_dependencies` and `dependencies` are allowed",
+            )
+    if "python" in doc and not isinstance(doc["python"], str):
+        yield Problem(
+            env_file,
+            doc.line_of("python"),
+            "MLP308",
+            f"`python: {doc['python']}` is a {type(doc['python']).__name__}, not a string "
+            f'(YAML reads 3.10 as the number 3.1); quote it: `python: "{doc["python"]}"`',
+        )
+    for key in ("build_dependencies", "dependencies"):
+        if key in doc and not _is_list_of_strings(doc[key]):
+            yield Problem(
+                env_file,
+                doc.line_of(key),
+                "MLP308",
+                f"`{key}` must be a list of requirement strings, e.g. `- scikit-learn==1.5`",
+            )
+
+
+def _conda_file(project: Project, env_file: Path) -> Iterator[Problem]:
+    doc, problems = _env_document(project, env_file, "MLP309")
+    yield from problems
+    if problems:
+        return
+    if not isinstance(doc, _yaml.YamlMap):
+        yield Problem(
+            env_file,
+            1,
+            "MLP309",
+            "a conda environment file must be a mapping with `dependencies:`; "
+            "conda cannot create an environment from it",
+        )
+        return
+    deps = doc.get("dependencies")
+    if "dependencies" in doc and not isinstance(deps, _yaml.YamlSeq):
+        yield Problem(
+            env_file,
+            doc.line_of("dependencies"),
+            "MLP309",
+            "`dependencies` must be a list (conda packages, and a `pip:` list)",
+        )
+
+
+def _is_list_of_strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def _docker(project: Project, docker: Any) -> Iterator[Problem]:
+    prefix = "Project configuration (MLproject file) was invalid: "
+    if not docker.get("image"):
+        yield _problem(
+            project,
+            project.line_of("docker_env", "image"),
+            "MLP305",
+            prefix + "Docker environment specified but no image attribute found: "
+            "add `image: NAME` under `docker_env`",
+        )
+    volumes = docker.get("volumes")
+    if volumes and not _is_list_of_strings(volumes):
+        yield _problem(
+            project,
+            project.line_of("docker_env", "volumes"),
+            "MLP306",
+            prefix + 'Docker volumes must be a list of strings, e.g. `volumes: ["/path1/:/path1"]`',
+        )
+    env = docker.get("environment")
+    if env and not (isinstance(env, list) and all(isinstance(item, (list, str)) for item in env)):
+        yield _problem(
+            project,
+            project.line_of("docker_env", "environment"),
+            "MLP307",
+            prefix + "environment must be a list of strings (variables copied from the "
+            'host) or [NAME, VALUE] pairs, e.g. `environment: [["NEW_VAR", "value"], '
+            '"VAR_TO_COPY"]`',
+        )
+
+
+# --- parameters -------------------------------------------------------------------------
+
+
+def parameters(project: Project) -> Iterator[Problem]:
+    """MLP402-MLP405: parameter types and whether the defaults fit them."""
+    for ep in project.entry_points.values():
+        for param in ep.parameters.values():
+            yield from _parameter(project, ep, param)
+
+
+def _parameter(project: Project, ep: EntryPoint, param: Parameter) -> Iterator[Problem]:
+    where = f"parameter {param.name!r} of entry point {ep.name!r}"
+    if (
+        param.type not in DOCUMENTED_TYPES
+        and param.type not in COMMON_TYPES
+        and not _LIST_TYPE.fullmatch(param.type)
+    ):
+        if param.default is None and param.type not in NUMERIC_TYPES and " " not in param.type:
+            hint = (
+                f"; if {param.type!r} is meant as the default, write "
+                f"`{param.name}: {{type: string, default: {param.type}}}`"
+            )
+        else:
+            hint = _did_you_mean(param.type, DOCUMENTED_TYPES)
+        yield _problem(
+            project,
+            param.line,
+            "MLP402",
+            f"{where} has type {param.type!r}, which MLflow does not know and treats as "
+            f"a string{hint}; use one of string, float, path, uri",
+            ep.name,
+        )
+    if param.default is None:
+        return
+    numeric = NUMERIC_TYPES.get(param.type)
+    if numeric is not None and not _fits(param.default, numeric):
+        none_hint = (
+            " (YAML reads a bare `None` as the string 'None'; `null` or `~` would make the "
+            "parameter required)"
+            if param.default == "None"
+            else ""
+        )
+        yield _problem(
+            project,
+            param.line,
+            "MLP403",
+            f"{where} is of type {param.type} but its default {param.default!r} is not "
+            f"{'an integer' if numeric is int else 'a number'}{none_hint}; MLflow does not check "
+            "it and passes it through: fix the default or the type",
+            ep.name,
+        )
+    if param.type == "uri" and not urllib.parse.urlparse(str(param.default)).scheme:
+        yield _problem(
+            project,
+            param.line,
+            "MLP405",
+            f"Expected URI for parameter {param.name} but got {param.default}: the default of "
+            f"a `uri` parameter needs a scheme (s3://, dbfs:/, https://, file://); "
+            "MLflow refuses it when the entry point runs with its defaults",
+            ep.name,
+        )
+    if param.type == "path":
+        value = str(param.default)
+        parsed = urllib.parse.urlparse(value)
+        local = not parsed.scheme or (parsed.scheme == "file" and not parsed.netloc)
+        if local and value and "{" not in value and "$" not in value:
+            target = Path(parsed.path if parsed.scheme == "file" else value)
+            if not (project.directory / target).exists():
+                yield _problem(
+                    project,
+                    param.line,
+                    "MLP404",
+                    f"{where} defaults to {value!r}, which does not exist in the project "
+                    "folder; MLflow refuses a missing local path when the entry point runs: "
+                    "add the file, fix the default, or give a value with --mlproject-param",
+                    ep.name,
+                )
+
+
+def _fits(value: Any, numeric: type) -> bool:
+    if isinstance(value, bool):
+        return False
+    if numeric is float:
+        if isinstance(value, (int, float)):
+            return True
+        try:
+            float(str(value))
+        except ValueError:
+            return False
+        return True
+    if isinstance(value, int):
+        return True
+    if isinstance(value, float):
+        return False
+    return re.fullmatch(r"[+-]?\d+", str(value).strip()) is not None
+
+
+# --- commands ---------------------------------------------------------------------------
+
+
+def commands(project: Project) -> Iterator[Problem]:
+    """MLP406 and MLP501-MLP505: the command template and what it runs."""
+    for ep in project.entry_points.values():
+        if ep.command is None:
+            continue
+        line = project.line_of("entry_points", ep.name, "command")
+        yield from _template(project, ep, line)
+        yield from _scripts(project, ep, line)
+
+
+def _template(project: Project, ep: EntryPoint, line: int) -> Iterator[Problem]:
+    assert ep.command is not None
+    try:
+        fields = list(string.Formatter().parse(ep.command))
+    except ValueError as exc:
+        yield _problem(
+            project,
+            line,
+            "MLP502",
+            f"the command of entry point {ep.name!r} has braces Python's str.format cannot "
+            f"read ({exc}); MLflow fails on it when it runs: write literal braces twice, "
+            "e.g. `awk '{{print $1}}'` or `${{HOME}}`",
+            ep.name,
+        )
+        return
+    used: set[str] = set()
+    for literal, field, spec, conversion in fields:
+        if field is None:
+            continue
+        base = re.split(r"[.\[]", field, maxsplit=1)[0]
+        if base == "" or base.isdigit():
+            yield _problem(
+                project,
+                line,
+                "MLP502",
+                f"the command of entry point {ep.name!r} has a positional placeholder "
+                f"`{{{field}}}`; MLflow fills placeholders by name only and fails on it: "
+                "name a parameter, or write `{{}}` for literal braces",
+                ep.name,
+            )
+            continue
+        used.add(base)
+        if base not in ep.parameters:
+            shell_hint = (
+                f" (for the shell variable write `${{{{{base}}}}}`)"
+                if literal.endswith("$")
+                else ""
+            )
+            yield _problem(
+                project,
+                line,
+                "MLP501",
+                f"placeholder `{{{field}}}` in entry point {ep.name!r} is not a declared "
+                f"parameter; MLflow fails with KeyError: '{base}' when it runs: declare "
+                f"`{base}` under `parameters`{shell_hint}, or double the braces for literal text",
+                ep.name,
+            )
+        elif field != base or spec or conversion:
+            yield _problem(
+                project,
+                line,
+                "MLP503",
+                f"placeholder `{{{field}{'!' + conversion if conversion else ''}"
+                f"{':' + spec if spec else ''}}}` in entry point {ep.name!r} formats the "
+                "already shell-quoted value, which can break the quoting: write "
+                f"`{{{base}}}` and format the value in your script",
+                ep.name,
+            )
+    for name in ep.parameters:
+        if name not in used:
+            yield _problem(
+                project,
+                ep.parameters[name].line,
+                "MLP406",
+                f"parameter {name!r} of entry point {ep.name!r} is never used in its command, "
+                f"so its value is dropped: add `{{{name}}}` to the command or remove it",
+                ep.name,
+            )
+    for name in used & set(ep.parameters):
+        if re.search(rf"(['\"])\{{{re.escape(name)}\}}\1", ep.command):
+            yield _problem(
+                project,
+                line,
+                "MLP504",
+                f"placeholder `{{{name}}}` in entry point {ep.name!r} is inside quotes, but "
+                "MLflow already shell-quotes every value, so a value with spaces or quotes "
+                f"breaks apart: write `{{{name}}}` without quotes",
+                ep.name,
+            )
+
+
+def _scripts(project: Project, ep: EntryPoint, line: int) -> Iterator[Problem]:
+    assert ep.command is not None
+    for script in _scripts_run_by(ep.command):
+        if not (project.directory / script).exists():
+            yield _problem(
+                project,
+                line,
+                "MLP505",
+                f"the command of entry point {ep.name!r} runs {script!r}, which is not in "
+                "the project folder; the run will fail: add the script or fix its path "
+                "(relative to the folder holding the MLproject file)",
+                ep.name,
+            )
+
+
+def _scripts_run_by(command: str) -> Iterator[str]:
+    """Relative script paths that a command runs, as far as can be told without a shell."""
+    text = command.replace("\\\n", " ")
+    for part in _SHELL_SEPARATORS.split(text):
+        try:
+            words = shlex.split(part)
+        except ValueError:
+            continue
+        while words and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", words[0]):
+            words = words[1:]  # FOO=bar python x.py
+        if not words:
+            continue
+        script: str | None = None
+        program = Path(words[0]).name
+        if program in _INTERPRETERS or re.fullmatch(r"python3(\.\d+)?", program):
+            for word in words[1:]:
+                if word in ("-m", "-c", "-e"):
+                    break
+                if not word.startswith("-"):
+                    script = word
+                    break
+        elif words[0].startswith("./"):
+            script = words[0]
+        if (
+            script is not None
+            and script.endswith(_SCRIPT_SUFFIXES)
+            and not script.startswith(("/", "~"))
+            and not re.search(r"[{}$`*?]", script)
+        ):
+            yield script
+
+
+# --- entry points -----------------------------------------------------------------------
+
+
+def main_entry_point(project: Project) -> Iterator[Problem]:
+    """MLP601: ``mlflow run`` with no ``-e`` runs ``main``."""
+    if "main" in project.entry_points:
+        return
+    names = ", ".join(project.entry_points) or "none"
+    yield _problem(
+        project,
+        project.line_of("entry_points"),
+        "MLP601",
+        f"there is no `main` entry point (entry points: {names}); `mlflow run` without "
+        "`-e` fails: add `main`, or always pass `-e NAME`",
+    )
+
+
+RULES: tuple[Rule, ...] = (unknown_keys, environment, parameters, commands, main_entry_point)
+
+
+def misnamed_descriptor(path: Path) -> Problem:
+    """MLP107, for a file such as ``MLproject.yaml`` that MLflow never reads."""
+    return Problem(
+        path,
+        1,
+        "MLP107",
+        f"MLflow only reads a file named exactly `MLproject` (any case), so {path.name!r} "
+        "is ignored and the project has no entry points: rename it to `MLproject`",
+    )
