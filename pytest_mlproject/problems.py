@@ -133,3 +133,7 @@ _CATALOGUE = (
 )
 
 RULES: dict[str, Rule] = {rule.code: rule for rule in _CATALOGUE}
+
+
+class MLprojectWarning(UserWarning):
+    """A warning-level problem. ``-W error::pytest_mlproject.MLprojectWarning`` fails on it."""

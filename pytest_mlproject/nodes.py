@@ -1,0 +1,189 @@
+"""The pytest nodes: one file per descriptor, one collector per entry point, and the items.
+
+Node ids (users select with them, ``--lf`` replays them)::
+
+    path/to/MLproject::spec              the descriptor as a whole
+    path/to/MLproject::<entry>::check    one entry point
+
+Reading and checking happen once per descriptor, in ``collect``; the items only report. A
+descriptor that cannot be read is a failing ``::spec`` item, never a collection error.
+"""
+
+from __future__ import annotations
+
+import traceback
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_mlproject import checks, spec
+from pytest_mlproject.config import CONFIG_KEY, MLprojectConfig
+from pytest_mlproject.problems import MLprojectWarning, Problem
+
+SPEC_ITEM = "spec"
+_ESCAPES = {"%": "%25", ":": "%3A", "[": "%5B", "]": "%5D", "\n": "%0A", "\r": "%0D"}
+
+
+def node_name(entry_point: str) -> str:
+    """The node name of an entry point: itself, with what would break node ids escaped.
+
+    ``%``, ``:``, ``[``, ``]`` and line breaks are percent-encoded; an entry point named
+    ``spec`` would clash with the ``::spec`` item and becomes ``%73pec``; an empty name is
+    ``%``. Distinct entry points always get distinct names.
+    """
+    if entry_point == SPEC_ITEM:
+        return "%73pec"
+    if entry_point == "":
+        return "%"
+    return "".join(_ESCAPES.get(char, char) for char in entry_point)
+
+
+class MLprojectFailure(Exception):
+    """Raised by an item whose problems fail it; shown as the problems alone."""
+
+    def __init__(self, lines: Sequence[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = list(lines)
+
+
+def _settings(node: pytest.Item | pytest.Collector) -> MLprojectConfig:
+    return node.config.stash[CONFIG_KEY]
+
+
+class MLprojectFile(pytest.File):
+    """A descriptor. Reads and checks it once; yields ``::spec`` and one node per entry point."""
+
+    def collect(self) -> Iterable[pytest.Item | pytest.Collector]:
+        settings = _settings(self)
+        try:
+            project, problems = spec.read(self.path)
+            if project is not None:
+                problems = tuple(checks.check(project, ignore=settings.ignore))
+            else:
+                problems = tuple(p for p in problems if p.code not in settings.ignore)
+        except Exception:
+            # A bug of ours must not abort the session (one collection error hides every
+            # other result), but it must not hide either: the item fails with the traceback.
+            yield ProblemsItem.from_parent(
+                self, name=SPEC_ITEM, problems=(), internal_error=traceback.format_exc()
+            )
+            return
+        names = set(project.entry_points) if project is not None else set()
+        whole = tuple(p for p in problems if p.entry_point not in names)
+        yield ProblemsItem.from_parent(self, name=SPEC_ITEM, problems=whole, line=1)
+        if project is None:
+            return
+        for entry in project.entry_points.values():
+            yield EntryPointNode.from_parent(
+                self,
+                name=node_name(entry.name),
+                project=project,
+                entry_point=entry,
+                problems=tuple(p for p in problems if p.entry_point == entry.name),
+            )
+
+
+class MisnamedFile(pytest.File):
+    """``MLproject.yaml`` and friends: MLflow never reads them, which is worth a warning."""
+
+    def collect(self) -> Iterable[pytest.Item]:
+        ignored = "MLP107" in _settings(self).ignore
+        problems = () if ignored else (checks.misnamed_descriptor(self.path),)
+        yield ProblemsItem.from_parent(self, name=SPEC_ITEM, problems=problems, line=1)
+
+
+class EntryPointNode(pytest.Collector):
+    """One entry point; its children are ``check`` (and later ``run`` / ``databricks``)."""
+
+    def __init__(
+        self,
+        *,
+        project: spec.Project,
+        entry_point: spec.EntryPoint,
+        problems: tuple[Problem, ...],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.project = project
+        self.entry_point = entry_point
+        self.problems = problems
+
+    def collect(self) -> Iterable[pytest.Item]:
+        yield ProblemsItem.from_parent(
+            self, name="check", problems=self.problems, line=self.entry_point.line
+        )
+
+
+class ProblemsItem(pytest.Item):
+    """Passes when its problems are only warnings (shown as pytest warnings); else fails."""
+
+    def __init__(
+        self,
+        *,
+        problems: tuple[Problem, ...],
+        line: int = 1,
+        internal_error: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.problems = problems
+        self.line = line
+        self.internal_error = internal_error
+        self.add_marker("mlproject")
+        codes = sorted({p.code for p in problems})
+        if codes:
+            self.user_properties.append(("mlproject_problems", " ".join(codes)))
+
+    def runtest(self) -> None:
+        if self.internal_error is not None:
+            raise MLprojectFailure(
+                [
+                    f"{self._where()}: pytest-mlproject failed while reading this file; "
+                    "please report this with the traceback below",
+                    self.internal_error,
+                ]
+            )
+        strict = _settings(self).strict
+        failing = [p for p in self.problems if p.is_error]
+        for problem in self.problems:
+            if problem.is_error:
+                continue
+            if strict:
+                failing.append(problem)
+                continue
+            try:
+                warnings.warn_explicit(
+                    MLprojectWarning(f"{problem.code} {problem.message}"),
+                    MLprojectWarning,
+                    filename=str(problem.path),
+                    lineno=problem.line,
+                )
+            except MLprojectWarning:  # -W error, or a filterwarnings entry that says so
+                failing.append(problem)
+        if failing:
+            failing.sort(key=lambda p: (str(p.path), p.line, p.code))
+            raise MLprojectFailure([self._format(p) for p in failing])
+
+    def _format(self, problem: Problem) -> str:
+        return problem.format(relative_to=self.config.rootpath)
+
+    def _where(self) -> str:
+        try:
+            return str(self.path.relative_to(self.config.rootpath))
+        except ValueError:
+            return str(self.path)
+
+    def repr_failure(
+        self,
+        excinfo: pytest.ExceptionInfo[BaseException],
+        style: Any = None,
+    ) -> str:
+        if isinstance(excinfo.value, MLprojectFailure):
+            return "\n".join(excinfo.value.lines)
+        return str(super().repr_failure(excinfo, style))
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, self.line - 1, self.nodeid
