@@ -23,17 +23,13 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 REPO = Path(__file__).resolve().parents[1]
 
 
-def corpus_root() -> Path | None:
-    """The corpus from ``MLPROJECT_CORPUS``; ``None`` when the variable is not set."""
-    value = os.environ.get("MLPROJECT_CORPUS")
-    return Path(value) if value else None
-
-
 @pytest.fixture
 def corpus() -> Path:
-    root = corpus_root()
-    if root is None:
+    """The conformance corpus named by ``MLPROJECT_CORPUS``: skip without it, fail if wrong."""
+    value = os.environ.get("MLPROJECT_CORPUS")
+    if not value:
         pytest.skip("MLPROJECT_CORPUS is not set (.ci/run sets it to ../shared/corpus)")
+    root = Path(value)
     if not (root / "expected").is_dir() or not (root / "projects").is_dir():
         pytest.fail(f"MLPROJECT_CORPUS={root} does not hold the corpus (expected/, projects/)")
     return root
