@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,10 +219,14 @@ def _read_bytes(descriptor: Path, limits: _yaml.Limits) -> tuple[bytes | None, P
         return None, Problem(descriptor, 1, code, message)
 
     try:
+        mode = descriptor.stat().st_mode
+        if stat.S_ISDIR(mode):
+            return fail("MLP106", "this is a folder, not a file; MLflow expects a YAML file here")
+        if not stat.S_ISREG(mode):
+            # A FIFO or a device would block or never end: never open one.
+            return fail("MLP106", "this is not a regular file; MLflow expects a YAML file here")
         with descriptor.open("rb") as handle:
             data = handle.read(limits.max_bytes + 1)
-    except IsADirectoryError:
-        return fail("MLP106", "this is a folder, not a file; MLflow expects a YAML file here")
     except FileNotFoundError:
         return fail("MLP106", "the file does not exist (a broken symbolic link?); fix the link")
     except OSError as exc:
