@@ -196,7 +196,7 @@ def read(
             "only the last one, so the first is silently ignored: remove one of them",
             _entry_point_at(document, dup.line),
         )
-        for dup in duplicates
+        for dup in sorted(duplicates, key=lambda d: d.line)
     ]
     project = _build(directory, descriptor, document, problems)
     return project, project.problems
