@@ -179,3 +179,17 @@ def test_line_of_key_paths(tmp_path: Path) -> None:
     )
     assert project.line_of("entry_points", "main", "command") == 4
     assert project.line_of("entry_points", "missing") == 2
+
+
+def test_public_api_is_importable_without_pytest_and_lazily() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pytest_mlproject as m\n"
+        "assert 'pytest_mlproject.spec' not in sys.modules\n"
+        "assert callable(m.load) and callable(m.check) and callable(m.read)\n"
+        "assert 'pytest' not in sys.modules and '_pytest' not in sys.modules\n"
+        "assert set(m.__all__) <= set(dir(m)) | set(m._EXPORTS)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
