@@ -454,18 +454,24 @@ def _template(project: Project, ep: EntryPoint, line: int) -> Iterator[Problem]:
             continue
         used.add(base)
         if base not in ep.parameters:
-            shell_hint = (
-                f" (for the shell variable write `${{{{{base}}}}}`)"
-                if literal.endswith("$")
-                else ""
-            )
+            if literal.endswith("$"):
+                fix = (
+                    f"for the shell variable write `${{{{{base}}}}}` (braces doubled), or "
+                    f"declare `{base}` under `parameters`"
+                )
+            elif re.fullmatch(r"[\w-]+", base):
+                fix = (
+                    f"declare `{base}` under `parameters`, or write `{{{{{field}}}}}` for "
+                    "literal braces"
+                )
+            else:
+                fix = f"for literal braces (awk, shell) write them doubled: `{{{{{field}}}}}`"
             yield _problem(
                 project,
                 line,
                 "MLP501",
                 f"placeholder `{{{field}}}` in entry point {ep.name!r} is not a declared "
-                f"parameter; MLflow fails with KeyError: '{base}' when it runs: declare "
-                f"`{base}` under `parameters`{shell_hint}, or double the braces for literal text",
+                f"parameter; MLflow fails with KeyError: '{base}' when it runs: {fix}",
                 ep.name,
             )
         elif field != base or spec or conversion:

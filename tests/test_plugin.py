@@ -113,7 +113,7 @@ def test_outcomes_errors_fail_and_warnings_warn(pytester: pytest.Pytester) -> No
     "args",
     [
         ["--mlproject-strict"],
-        ["-W", "error::pytest_mlproject.problems.MLprojectWarning"],
+        ["-W", "error::pytest_mlproject.MLprojectWarning"],
         ["-W", "error"],
     ],
     ids=["strict", "W-error-category", "W-error"],
