@@ -1,0 +1,25 @@
+"""The ``databricks_workspace`` fixture: the only module of this package that imports pytest."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from pytest_mlproject.testing.server import FakeWorkspace
+
+
+@pytest.fixture
+def databricks_workspace() -> Iterator[FakeWorkspace]:
+    """A fake Databricks workspace on ``http://127.0.0.1:<free port>``, running what is submitted.
+
+    Yields a started :class:`~pytest_mlproject.testing.FakeWorkspace`: ``host``, ``token``,
+    ``client()`` (a configured ``databricks-sdk`` ``WorkspaceClient``), ``faults``, ``log``,
+    ``active_runs()`` and ``root``. Afterwards every run still going is killed, with its
+    processes, and the temporary directory is removed.
+    """
+    workspace = FakeWorkspace().start()
+    try:
+        yield workspace
+    finally:
+        workspace.stop()
