@@ -1,0 +1,415 @@
+"""Run an entry point's command locally, as ``mlflow run`` does, but safe to leave unattended.
+
+Like MLflow: ``bash -c COMMAND`` in the project folder, with the caller's environment (so
+``MLFLOW_TRACKING_URI`` and ``MLFLOW_EXPERIMENT_ID`` pass through when set).
+
+Unlike MLflow:
+
+- no environment is built: the command runs with the interpreter running this code, whose
+  folder is put first on ``PATH`` so that ``python`` means it even in a venv that is not
+  activated; the result says so (:attr:`RunResult.environment`);
+- standard input is ``/dev/null``, so a command waiting for input fails instead of hanging;
+- the command runs in its own process group, and that whole group (grandchildren included)
+  is ended when the command ends, times out, or the caller is interrupted: ``SIGTERM``, then
+  ``SIGKILL`` after a grace period;
+- both output streams are captured without deadlock (one ``select`` loop, no threads) and
+  with bounded memory: the first ``max_output`` bytes of each are kept, then only the last
+  ``tail_output``; they can also be echoed live (for ``pytest -s``).
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from pytest_mlproject.commands import render_command
+from pytest_mlproject.problems import MLprojectError
+from pytest_mlproject.spec import Project
+
+__all__ = [
+    "NotRunnableError",
+    "RunError",
+    "RunResult",
+    "child_environment",
+    "local_skip_reason",
+    "run_command",
+    "run_entry_point",
+]
+
+MAX_OUTPUT = 10 * 1024 * 1024
+TAIL_OUTPUT = 1024 * 1024
+GRACE = 5.0
+_CHUNK = 65536
+#: Environment variables shown in :attr:`RunResult.env` (values redacted of credentials).
+_SHOWN_ENV = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_EXPERIMENT_ID",
+    "MLFLOW_EXPERIMENT_NAME",
+    "MLFLOW_RUN_ID",
+)
+
+
+class RunError(MLprojectError):
+    """The command could not be started at all."""
+
+
+class NotRunnableError(MLprojectError):
+    """The project cannot be run locally by design (``docker_env``); a reason to skip."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a local run did. ``stdout``/``stderr`` are decoded as UTF-8 (bad bytes replaced)."""
+
+    command: str
+    cwd: Path
+    #: The exit status; negative (``-N``) when killed by signal N, as in :mod:`subprocess`.
+    exit_code: int
+    stdout: str
+    stderr: str
+    duration: float
+    timed_out: bool
+    #: The time limit in seconds, or ``None``.
+    timeout: float | None
+    #: The Git commit of the project's files, when known.
+    commit: str | None
+    #: Which Python environment ran the command, in words.
+    environment: str
+    #: A few of the variables the command saw (MLflow's), credentials removed.
+    env: Mapping[str, str] = field(default_factory=dict)
+    #: Bytes of output dropped between the kept head and tail, per stream.
+    stdout_dropped: int = 0
+    stderr_dropped: int = 0
+    entry_point: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+    def describe(self) -> str:
+        """One line: how the run ended."""
+        took = f"{self.duration:.1f} s"
+        if self.timed_out:
+            return f"timed out after {took} (limit {self.timeout:g} s); its processes were killed"
+        if self.exit_code < 0:
+            try:
+                name = signal.Signals(-self.exit_code).name
+            except ValueError:
+                name = f"signal {-self.exit_code}"
+            return f"killed by {name} after {took}"
+        return f"exit code {self.exit_code} after {took}"
+
+
+def local_skip_reason(project: Project) -> str | None:
+    """Why ``project`` is not run locally, or ``None`` if it can be."""
+    if project.env_type == "docker_env":
+        image = (project.docker_env or {}).get("image")
+        named = f" ({image})" if isinstance(image, str) and image else ""
+        return (
+            f"docker_env project: its commands need the Docker image{named}, and local runs "
+            "use the current Python interpreter; run it with `mlflow run` instead"
+        )
+    return None
+
+
+def child_environment(
+    extra: Mapping[str, str] | None = None, base: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The caller's environment (or ``base``) plus ``extra``, with this interpreter's folder
+    first on ``PATH``."""
+    env = dict(os.environ if base is None else base)
+    env.update(extra or {})
+    bindir = os.path.dirname(sys.executable)
+    if bindir:
+        parts = env.get("PATH", "").split(os.pathsep) if env.get("PATH") else []
+        if not parts or parts[0] != bindir:
+            env["PATH"] = os.pathsep.join([bindir, *parts])
+    return env
+
+
+def environment_description(project: Project | None = None) -> str:
+    version = ".".join(str(part) for part in sys.version_info[:3])
+    text = f"the current interpreter, {sys.executable} (Python {version})"
+    if project is not None and project.env_file is not None:
+        text += f"; {project.env_file.name} was not installed"
+    return text
+
+
+def run_entry_point(
+    project: Project,
+    entry_point: str = "main",
+    parameters: Mapping[str, Any] | None = None,
+    *,
+    base_dir: Path | str | None = None,
+    timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
+    echo: TextIO | None = None,
+    commit: str | None = None,
+    max_output: int = MAX_OUTPUT,
+    tail_output: int = TAIL_OUTPUT,
+    grace: float = GRACE,
+) -> RunResult:
+    """Render and run ``entry_point`` of ``project`` in its folder; see :func:`run_command`.
+
+    Relative ``path`` values resolve against ``base_dir`` (default: the current directory,
+    as in MLflow). ``commit`` defaults to the commit of the project's Git repository.
+    Raises :class:`NotRunnableError` for ``docker_env`` projects, and the errors of
+    :func:`~pytest_mlproject.commands.render_command`.
+    """
+    reason = local_skip_reason(project)
+    if reason is not None:
+        raise NotRunnableError(reason)
+    command = render_command(project.entry_point(entry_point), parameters, base_dir)
+    if commit is None:
+        from pytest_mlproject.sources import git_commit  # imports GitPython, which runs git
+
+        commit = git_commit(project.directory)
+    return run_command(
+        command,
+        project.directory,
+        timeout=timeout,
+        env=env,
+        echo=echo,
+        commit=commit,
+        environment=environment_description(project),
+        entry_point=entry_point,
+        max_output=max_output,
+        tail_output=tail_output,
+        grace=grace,
+    )
+
+
+def run_command(
+    command: str,
+    cwd: Path | str,
+    *,
+    timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
+    echo: TextIO | None = None,
+    commit: str | None = None,
+    environment: str | None = None,
+    entry_point: str | None = None,
+    max_output: int = MAX_OUTPUT,
+    tail_output: int = TAIL_OUTPUT,
+    grace: float = GRACE,
+) -> RunResult:
+    """Run ``bash -c command`` in ``cwd`` and wait for it, at most ``timeout`` seconds.
+
+    ``env`` adds variables to the caller's environment. ``echo``, if given, receives both
+    output streams as they come. On ``KeyboardInterrupt`` the command's process group is
+    killed and the interrupt re-raised.
+    """
+    environ = child_environment(env)
+    captures = (_Capture(max_output, tail_output, echo), _Capture(max_output, tail_output, echo))
+    start = time.monotonic()
+    try:
+        process = subprocess.Popen(
+            ["bash", "-c", command],
+            cwd=cwd,
+            env=environ,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except OSError as exc:
+        raise RunError(f"cannot start `bash -c {command}` in {cwd}: {exc}") from None
+    timed_out = False
+    try:
+        timed_out = _supervise(process, captures, timeout, grace)
+    finally:
+        _end(process, grace)
+    duration = time.monotonic() - start
+    returncode = process.returncode
+    assert returncode is not None
+    from pytest_mlproject.sources import redact  # no GitPython import at module level there
+
+    return RunResult(
+        command=command,
+        cwd=Path(cwd),
+        exit_code=returncode,
+        stdout=captures[0].text(),
+        stderr=captures[1].text(),
+        duration=duration,
+        timed_out=timed_out,
+        timeout=timeout,
+        commit=commit,
+        environment=environment or environment_description(),
+        env={name: redact(environ[name]) for name in _SHOWN_ENV if name in environ},
+        stdout_dropped=captures[0].dropped,
+        stderr_dropped=captures[1].dropped,
+        entry_point=entry_point,
+    )
+
+
+class _Capture:
+    """One output stream: the first ``head`` bytes, then a rolling window of the last
+    ``tail`` bytes, and a count of what fell between them."""
+
+    def __init__(self, head: int, tail: int, echo: TextIO | None) -> None:
+        self.head_limit = head
+        self.tail_limit = tail
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.dropped = 0
+        self.echo = echo
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def feed(self, data: bytes) -> None:
+        if self.echo is not None:
+            try:
+                self.echo.write(self.decoder.decode(data))
+                self.echo.flush()
+            except (OSError, ValueError):
+                self.echo = None  # a closed or broken stream: keep capturing
+        room = self.head_limit - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        if data:
+            self.tail += data
+            excess = len(self.tail) - self.tail_limit
+            if excess > 0:
+                del self.tail[:excess]
+                self.dropped += excess
+
+    def text(self) -> str:
+        head = self.head.decode("utf-8", "replace")
+        tail = self.tail.decode("utf-8", "replace")
+        if self.dropped:
+            return f"{head}\n[... {self.dropped} bytes of output not kept ...]\n{tail}"
+        return head + tail
+
+
+def _exited(pid: int) -> bool:
+    """Has ``pid`` exited? Leaves it unreaped, so its process group id stays ours."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def _pidfd(pid: int) -> int | None:
+    """A descriptor that becomes readable when ``pid`` exits (Linux), to wait without polling."""
+    opener = getattr(os, "pidfd_open", None)
+    if opener is None:
+        return None
+    try:
+        return int(opener(pid))
+    except OSError:
+        return None
+
+
+def _supervise(
+    process: subprocess.Popen[bytes],
+    captures: tuple[_Capture, _Capture],
+    timeout: float | None,
+    grace: float,
+) -> bool:
+    """Read both streams until the command and everything it left behind are gone.
+
+    Returns whether the time limit was hit. The leader is not reaped here, so the group id
+    cannot be reused by another process while we still signal it.
+    """
+    assert process.stdout is not None
+    assert process.stderr is not None
+    pid = process.pid
+    selector = selectors.DefaultSelector()
+    for stream, capture in zip((process.stdout, process.stderr), captures, strict=True):
+        os.set_blocking(stream.fileno(), False)
+        selector.register(stream.fileno(), selectors.EVENT_READ, capture)
+    pidfd = _pidfd(pid)
+    if pidfd is not None:
+        selector.register(pidfd, selectors.EVENT_READ, None)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    timed_out = exited = False
+    term_at: float | None = None  # when the group got SIGTERM
+    kill_at: float | None = None  # when it got SIGKILL
+    try:
+        while True:
+            now = time.monotonic()
+            if not exited and _exited(pid):
+                exited = True
+                if pidfd is not None:
+                    selector.unregister(pidfd)
+                if term_at is None:  # end what the command left running
+                    _signal_group(pid, signal.SIGTERM)
+                    term_at = now
+            streams_open = any(key.data is not None for key in selector.get_map().values())
+            if exited and not streams_open:
+                break
+            if deadline is not None and not exited and not timed_out and now >= deadline:
+                timed_out = True
+                _signal_group(pid, signal.SIGTERM)
+                term_at = now
+            if term_at is not None and kill_at is None and now >= term_at + grace:
+                _signal_group(pid, signal.SIGKILL)
+                kill_at = now
+            if kill_at is not None and exited and now >= kill_at + grace:
+                break  # the pipes are held open outside the group: stop reading
+            wake = [
+                moment
+                for moment in (
+                    deadline if not (timed_out or exited) else None,
+                    term_at + grace if term_at is not None and kill_at is None else None,
+                    kill_at + grace if kill_at is not None else None,
+                )
+                if moment is not None
+            ]
+            wait = max(0.0, min(wake) - now) if wake else None
+            if pidfd is None and not exited:
+                wait = 0.02 if wait is None else min(wait, 0.02)
+            if not selector.get_map():
+                time.sleep(wait if wait is not None else 0.02)
+                continue
+            for key, _ in selector.select(wait):
+                if key.data is None:
+                    continue  # the pidfd: the loop notices the exit
+                try:
+                    data = os.read(key.fd, _CHUNK)
+                except BlockingIOError:
+                    continue
+                if data:
+                    key.data.feed(data)
+                else:
+                    selector.unregister(key.fd)
+    finally:
+        selector.close()
+        if pidfd is not None:
+            os.close(pidfd)
+    return timed_out
+
+
+def _end(process: subprocess.Popen[bytes], grace: float) -> None:
+    """Make sure nothing of the group survives, reap the leader, close the pipes.
+
+    After a normal end this only kills leftovers; after an interrupt it stops the command
+    (``SIGTERM``, ``SIGKILL`` after ``grace``).
+    """
+    pid = process.pid
+    if not _exited(pid):
+        _signal_group(pid, signal.SIGTERM)
+        until = time.monotonic() + grace
+        while not _exited(pid) and time.monotonic() < until:
+            time.sleep(0.01)
+    _signal_group(pid, signal.SIGKILL)
+    process.wait()
+    for stream in (process.stdout, process.stderr):
+        if stream is not None:
+            stream.close()
