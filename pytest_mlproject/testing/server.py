@@ -56,7 +56,8 @@ class _Server(ThreadingHTTPServer):
     def server_bind(self) -> None:
         # HTTPServer.server_bind resolves its own name (getfqdn), a DNS round trip for nothing.
         socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]  # type: ignore[assignment]
+        self.server_name = "127.0.0.1"
+        self.server_port = int(self.server_address[1])
 
     def track(self, connection: socket.socket, open_: bool) -> None:
         with self._connections_lock:
