@@ -130,6 +130,13 @@ _CATALOGUE = (
     Rule("MLP505", "script-missing", W, "The command runs a script that is not there."),
     # Entry points.
     Rule("MLP601", "no-main", W, "No `main` entry point, which `mlflow run` runs by default."),
+    # The per-project settings file (pytest-mlproject.yaml), read by pytest-mlproject only.
+    Rule("MLP801", "settings-unreadable", E, "The settings file cannot be read as YAML."),
+    Rule("MLP802", "settings-unknown-key", W, "A settings key pytest-mlproject does not read."),
+    Rule("MLP803", "settings-bad-value", E, "A settings value of the wrong shape or type."),
+    Rule("MLP804", "settings-unknown-entry-point", W, "Settings for an entry point not there."),
+    Rule("MLP805", "settings-unused-parameter", W, "A settings parameter no entry point takes."),
+    Rule("MLP806", "settings-misnamed", W, "A file named like the settings file, but ignored."),
 )
 
 RULES: dict[str, Rule] = {rule.code: rule for rule in _CATALOGUE}
