@@ -13,6 +13,16 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pytest_mlproject.checks import check
+    from pytest_mlproject.commands import (
+        CommandError,
+        MissingParametersError,
+        ParameterError,
+        ParamSpec,
+        parse_param_specs,
+        render_command,
+        user_parameters,
+    )
+    from pytest_mlproject.local import NotRunnableError, RunResult, run_command, run_entry_point
     from pytest_mlproject.problems import (
         RULES,
         MLprojectError,
@@ -21,6 +31,8 @@ if TYPE_CHECKING:
         Rule,
         Severity,
     )
+    from pytest_mlproject.settings import Settings, read_settings
+    from pytest_mlproject.sources import Source, SourceError, git_commit, resolve_source
     from pytest_mlproject.spec import EntryPoint, Parameter, Project, load, read
 
 _EXPORTS = {
@@ -36,21 +48,55 @@ _EXPORTS = {
     "Project": "pytest_mlproject.spec",
     "load": "pytest_mlproject.spec",
     "read": "pytest_mlproject.spec",
+    "CommandError": "pytest_mlproject.commands",
+    "MissingParametersError": "pytest_mlproject.commands",
+    "ParameterError": "pytest_mlproject.commands",
+    "ParamSpec": "pytest_mlproject.commands",
+    "parse_param_specs": "pytest_mlproject.commands",
+    "render_command": "pytest_mlproject.commands",
+    "user_parameters": "pytest_mlproject.commands",
+    "NotRunnableError": "pytest_mlproject.local",
+    "RunResult": "pytest_mlproject.local",
+    "run_command": "pytest_mlproject.local",
+    "run_entry_point": "pytest_mlproject.local",
+    "Settings": "pytest_mlproject.settings",
+    "read_settings": "pytest_mlproject.settings",
+    "Source": "pytest_mlproject.sources",
+    "SourceError": "pytest_mlproject.sources",
+    "git_commit": "pytest_mlproject.sources",
+    "resolve_source": "pytest_mlproject.sources",
 }
 
 __all__ = [
     "RULES",
+    "CommandError",
     "EntryPoint",
     "MLprojectError",
     "MLprojectWarning",
+    "MissingParametersError",
+    "NotRunnableError",
+    "ParamSpec",
     "Parameter",
+    "ParameterError",
     "Problem",
     "Project",
     "Rule",
+    "RunResult",
+    "Settings",
     "Severity",
+    "Source",
+    "SourceError",
     "check",
+    "git_commit",
     "load",
+    "parse_param_specs",
     "read",
+    "read_settings",
+    "render_command",
+    "resolve_source",
+    "run_command",
+    "run_entry_point",
+    "user_parameters",
 ]
 
 
