@@ -292,10 +292,15 @@ class _Capture:
         return head + tail
 
 
-def _exited(pid: int) -> bool:
-    """Has ``pid`` exited? Leaves it unreaped, so its process group id stays ours."""
+def _exited(process: subprocess.Popen[bytes]) -> bool:
+    """Has the command's leader exited? Where ``waitid`` exists (not on macOS before Python
+    3.13) it stays unreaped, so no other process can get its id while we signal its group;
+    elsewhere POSIX still keeps the id from reuse while the group has members."""
+    waitid = getattr(os, "waitid", None)
+    if waitid is None or process.returncode is not None:
+        return process.poll() is not None
     try:
-        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        return waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
     except ChildProcessError:
         return True
 
@@ -344,7 +349,7 @@ def _supervise(
     try:
         while True:
             now = time.monotonic()
-            if not exited and _exited(pid):
+            if not exited and _exited(process):
                 exited = True
                 if pidfd is not None:
                     selector.unregister(pidfd)
@@ -403,10 +408,10 @@ def _end(process: subprocess.Popen[bytes], grace: float) -> None:
     (``SIGTERM``, ``SIGKILL`` after ``grace``).
     """
     pid = process.pid
-    if not _exited(pid):
+    if not _exited(process):
         _signal_group(pid, signal.SIGTERM)
         until = time.monotonic() + grace
-        while not _exited(pid) and time.monotonic() < until:
+        while not _exited(process) and time.monotonic() < until:
             time.sleep(0.01)
     _signal_group(pid, signal.SIGKILL)
     process.wait()

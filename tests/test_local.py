@@ -46,6 +46,16 @@ def _gone(pid: int, within: float = 5.0) -> bool:
     return False
 
 
+@pytest.fixture(params=["waitid", "portable"])
+def process_api(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test as on Linux, and again as on macOS before Python 3.13 (no ``os.waitid``,
+    no ``os.pidfd_open``): both ways must end every process."""
+    if request.param == "portable":
+        monkeypatch.delattr(os, "waitid", raising=False)
+        monkeypatch.delattr(os, "pidfd_open", raising=False)
+    return str(request.param)
+
+
 def test_a_passing_command(tmp_path: Path) -> None:
     result = run_command("echo out; echo err >&2; pwd", tmp_path)
     assert result.ok
@@ -59,7 +69,7 @@ def test_a_passing_command(tmp_path: Path) -> None:
     assert result.describe().startswith("exit code 0 after ")
 
 
-def test_a_failing_command_keeps_its_output(tmp_path: Path) -> None:
+def test_a_failing_command_keeps_its_output(tmp_path: Path, process_api: str) -> None:
     result = run_command("echo working; echo 'Traceback: boom' >&2; exit 3", tmp_path)
     assert not result.ok
     assert result.exit_code == 3
@@ -80,7 +90,9 @@ def test_stdin_is_empty_so_nothing_waits_for_input(tmp_path: Path) -> None:
     assert result.stdout == "done\n"
 
 
-def test_a_timeout_kills_the_whole_group_grandchildren_included(tmp_path: Path) -> None:
+def test_a_timeout_kills_the_whole_group_grandchildren_included(
+    tmp_path: Path, process_api: str
+) -> None:
     command = "sleep 300 & echo $! > pid; bash -c 'sleep 300' & wait"
     started = time.monotonic()
     result = run_command(command, tmp_path, timeout=0.5, grace=1)
@@ -91,7 +103,9 @@ def test_a_timeout_kills_the_whole_group_grandchildren_included(tmp_path: Path) 
     assert _gone(int((tmp_path / "pid").read_text()))
 
 
-def test_a_command_ignoring_sigterm_is_killed_after_the_grace_period(tmp_path: Path) -> None:
+def test_a_command_ignoring_sigterm_is_killed_after_the_grace_period(
+    tmp_path: Path, process_api: str
+) -> None:
     command = "trap '' TERM; sleep 300 & echo $! > pid; while true; do sleep 0.05; done"
     result = run_command(command, tmp_path, timeout=0.3, grace=0.3)
     assert result.timed_out
@@ -99,7 +113,7 @@ def test_a_command_ignoring_sigterm_is_killed_after_the_grace_period(tmp_path: P
     assert _gone(int((tmp_path / "pid").read_text()))
 
 
-def test_background_processes_left_behind_are_ended(tmp_path: Path) -> None:
+def test_background_processes_left_behind_are_ended(tmp_path: Path, process_api: str) -> None:
     # the leftover holds stdout open: without ending it, reading would never finish
     result = run_command("sleep 300 & echo $! > pid; echo started", tmp_path, timeout=30)
     assert result.ok
@@ -108,7 +122,9 @@ def test_background_processes_left_behind_are_ended(tmp_path: Path) -> None:
     assert _gone(int((tmp_path / "pid").read_text()))
 
 
-def test_keyboard_interrupt_kills_the_group_and_propagates(tmp_path: Path) -> None:
+def test_keyboard_interrupt_kills_the_group_and_propagates(
+    tmp_path: Path, process_api: str
+) -> None:
     main = threading.main_thread().ident
     assert main is not None
 
@@ -134,7 +150,7 @@ def test_output_is_bounded_keeping_head_and_tail(tmp_path: Path) -> None:
     assert len(result.stdout) < 1300
 
 
-def test_large_output_on_both_streams_does_not_deadlock(tmp_path: Path) -> None:
+def test_large_output_on_both_streams_does_not_deadlock(tmp_path: Path, process_api: str) -> None:
     command = (
         'python -c "import sys\nfor i in range(2000): '
         "sys.stdout.write('o' * 1000); sys.stderr.write('e' * 1000)\""
