@@ -7,6 +7,7 @@ Every repository here is built in ``tmp_path`` with the ``git`` command and reac
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -235,12 +236,17 @@ def test_a_missing_subdirectory_of_a_checkout(origin: Path, cache: Path) -> None
         resolve_source(f"file://{origin}#nope@v1", cache_dir=cache)
 
 
-def test_a_failed_fetch_says_why_without_credentials(cache: Path) -> None:
+def test_a_failed_fetch_says_why_without_credentials(
+    cache: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)  # GitPython logs every command it runs
     with pytest.raises(SourceError) as info:
         resolve_source("https://me:s3cr3t@127.0.0.1:9/org/repo.git#sub", cache_dir=cache)
     message = str(info.value)
     assert message.startswith("Cannot fetch git repo https://***@127.0.0.1:9/org/repo.git: ")
     assert "s3cr3t" not in message
+    assert "git" in caplog.text
+    assert "s3cr3t" not in caplog.text
     # and the secret is not written into the cache either
     for path in cache.rglob("*"):
         if path.is_file():
