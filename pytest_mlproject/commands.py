@@ -163,8 +163,8 @@ def _compute_value(parameter: Parameter, value: Any, base_dir: str) -> Any:
 def _urlparse(name: str, value: Any) -> urllib.parse.ParseResult:
     if not isinstance(value, str):
         raise ParameterError(
-            f"Got value {value!r} for parameter {name}, a {type(value).__name__} where a "
-            "path or URI string is expected (MLflow fails on it with AttributeError); "
+            f"Got value {value!r} for parameter {name}, of type {type(value).__name__} where "
+            "a path or URI string is expected (MLflow fails on it with AttributeError); "
             "quote the value"
         )
     try:

@@ -34,6 +34,7 @@ from typing import Any, TextIO
 
 from pytest_mlproject.commands import render_command
 from pytest_mlproject.problems import MLprojectError
+from pytest_mlproject.sources import git_commit, redact
 from pytest_mlproject.spec import Project
 
 __all__ = [
@@ -171,9 +172,7 @@ def run_entry_point(
         raise NotRunnableError(reason)
     command = render_command(project.entry_point(entry_point), parameters, base_dir)
     if commit is None:
-        from pytest_mlproject.sources import git_commit  # imports GitPython, which runs git
-
-        commit = git_commit(project.directory)
+        commit = git_commit(project.directory)  # imports GitPython, which runs git
     return run_command(
         command,
         project.directory,
@@ -233,8 +232,6 @@ def run_command(
     duration = time.monotonic() - start
     returncode = process.returncode
     assert returncode is not None
-    from pytest_mlproject.sources import redact  # no GitPython import at module level there
-
     return RunResult(
         command=command,
         cwd=Path(cwd),
@@ -285,11 +282,11 @@ class _Capture:
                 self.dropped += excess
 
     def text(self) -> str:
+        if not self.dropped:
+            return (self.head + self.tail).decode("utf-8", "replace")
         head = self.head.decode("utf-8", "replace")
         tail = self.tail.decode("utf-8", "replace")
-        if self.dropped:
-            return f"{head}\n[... {self.dropped} bytes of output not kept ...]\n{tail}"
-        return head + tail
+        return f"{head}\n[... {self.dropped} bytes of output not kept ...]\n{tail}"
 
 
 def _exited(process: subprocess.Popen[bytes]) -> bool:

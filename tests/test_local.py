@@ -150,6 +150,11 @@ def test_output_is_bounded_keeping_head_and_tail(tmp_path: Path) -> None:
     assert len(result.stdout) < 1300
 
 
+def test_a_character_split_between_head_and_tail_survives(tmp_path: Path) -> None:
+    result = run_command("printf 'ab\\xc3\\xa9'", tmp_path, max_output=3, tail_output=10)
+    assert result.stdout == "abé"
+
+
 def test_large_output_on_both_streams_does_not_deadlock(tmp_path: Path, process_api: str) -> None:
     command = (
         'python -c "import sys\nfor i in range(2000): '
