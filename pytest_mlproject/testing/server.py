@@ -15,8 +15,8 @@ import shutil
 import socket
 import socketserver
 import tempfile
+import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -49,6 +49,8 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, workspace: FakeWorkspace) -> None:
         self.workspace = workspace
+        # Set when stopping: wakes requests sleeping on injected latency.
+        self.stopping = threading.Event()
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(("127.0.0.1", 0), _Handler)
@@ -63,8 +65,14 @@ class _Server(ThreadingHTTPServer):
         with self._connections_lock:
             (self._connections.add if open_ else self._connections.discard)(connection)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that went away (a timeout, a stop) is no error of the server's.
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
     def close_connections(self) -> None:
         """End kept-alive connections, whose handler threads would otherwise wait on them."""
+        self.stopping.set()
         with self._connections_lock:
             for connection in self._connections:
                 with contextlib.suppress(OSError):
@@ -117,7 +125,7 @@ class _Handler(BaseHTTPRequestHandler):
                 request.data = None
         latency, fault = workspace.faults.for_request(request.path)
         if latency:
-            time.sleep(latency)
+            self.server.stopping.wait(latency)
         response = self._respond(request, fault)
 
         def record(status: int | None) -> None:
@@ -245,7 +253,7 @@ class FakeWorkspace:
             return
         server.shutdown()
         server.close_connections()
-        server.server_close()
+        server.server_close()  # waits for the requests under way, so none writes after rmtree
         thread.join()
         runs.shutdown()
         shutil.rmtree(root, ignore_errors=True)
