@@ -140,7 +140,9 @@ def test_a_uri_value_needs_a_scheme() -> None:
 @pytest.mark.parametrize("kind", ["path", "uri"])
 def test_a_non_string_path_or_uri_is_refused_where_mlflow_crashes(kind: str) -> None:
     entry = _entry("x {p}", p=(kind, 0.5))
-    with pytest.raises(ParameterError, match="of type float where a path or URI string is expected"):
+    with pytest.raises(
+        ParameterError, match="of type float where a path or URI string is expected"
+    ):
         render_command(entry)
 
 
