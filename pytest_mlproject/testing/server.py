@@ -239,7 +239,8 @@ class FakeWorkspace:
         self._runs, self._root = runs, root
         self._thread = threading.Thread(
             target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
+            # How long stop() may wait for the accept loop to notice: short, it is a test server.
+            kwargs={"poll_interval": 0.01},
             name=f"fake-databricks-{server.server_address[1]}",
             daemon=True,
         )
