@@ -3,7 +3,7 @@
 A ``spark_python_task`` runs as ``python <file> <parameters>`` (``sys.executable``) from where the
 file would be on a cluster, so it finds its companion files beside itself. Each task process
 starts its own session, so cancelling or timing out kills everything it started, as tearing
-down a cluster would. Whatever this module cannot execute ends FAILED or SKIPPED, never SUCCESS.
+down a cluster would. Whatever this module cannot execute ends FAILED, never SUCCESS.
 """
 
 from __future__ import annotations
@@ -30,15 +30,17 @@ LOG_LIMIT = 5 * 1024 * 1024
 _POLL_SECONDS = 0.05
 # A cluster does not inherit the CI's environment (nor its credentials): only these, plus the
 # cluster's spark_env_vars.
-_PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ", "SYSTEMROOT")
+_PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ")
 _STOPPED = {"CANCELED": model.CANCELED, "TIMEDOUT": model.TIMED_OUT, "SHUTDOWN": model.SHUT_DOWN}
 _REFERENCE = re.compile(r"\{\{\s*([\w.]+)\s*\}\}")
 
 
-def _has_exited(pid: int) -> bool:
+def _has_exited(process: subprocess.Popen[bytes]) -> bool:
     """Whether the task process has exited, without reaping it: until it is reaped its pid (and
     so its process group id) cannot be reused, which makes the group kill that follows safe."""
-    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    if not hasattr(os, "waitid"):  # macOS: reaped at once; a pid reused that fast is unlikely
+        return process.poll() is not None
+    return os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
 
 
 def _kill_group(pid: int) -> None:
@@ -259,7 +261,7 @@ class Executor:
             task.running_at = now_ms()
             self._changed.notify_all()
         reason = None
-        while not _has_exited(process.pid):
+        while not _has_exited(process):
             with self._changed:
                 reason = self._stop_reason(run, deadline)
                 if reason is None:

@@ -14,8 +14,8 @@ import secrets
 import shutil
 import socket
 import socketserver
-import tempfile
 import sys
+import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -156,13 +156,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _respond(self, request: Request, fault: Fault | None) -> Response | None:
         """The answer, or ``None`` to drop the connection without one."""
-        workspace = self.server.workspace
-        if fault is not None:
-            if fault.kind == "drop":
-                return None
+        if fault is not None and fault.kind == "error":
             code, message = _INJECTED.get(fault.status, ("INJECTED_ERROR", "Injected error."))
             headers = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
             return error_response(ApiError(fault.status, code, message), headers)
+        response = self._answer(request)
+        # A dropped connection loses the answer, not the request: a client that retries a
+        # submit without an idempotency_token starts a second run, as it would on Databricks.
+        return None if fault is not None else response
+
+    def _answer(self, request: Request) -> Response:
         if request.path in _NO_AUTH_PATHS:
             # No host metadata: the SDK then falls back to what its Config was given.
             return error_response(ApiError(404, "NOT_FOUND", "Not found."))
@@ -170,7 +173,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not authorization.startswith("Bearer "):
             message = "Credential was not sent or was of an unsupported type for this API."
             return error_response(ApiError(401, "UNAUTHENTICATED", message))
-        if not hmac.compare_digest(authorization[len("Bearer ") :], workspace.token):
+        given = authorization[len("Bearer ") :].encode()
+        if not hmac.compare_digest(given, self.server.workspace.token.encode()):
             return error_response(ApiError(401, "UNAUTHENTICATED", "Invalid access token."))
         try:
             return self.server.api.dispatch(request)

@@ -71,6 +71,22 @@ def test_a_dropped_connection_is_retried(harness: Harness) -> None:
     assert [(e.status, e.fault) for e in entries] == [(None, "drop"), (200, None)]
 
 
+@pytest.mark.parametrize("token", ["once", None])
+def test_a_dropped_answer_to_submit_shows_why_idempotency_tokens_matter(
+    harness: Harness, token: str | None
+) -> None:
+    task = harness.task(harness.put_script("drop.py", "print(1)"))
+    harness.workspace.faults.path_pattern = "/runs/submit"
+    harness.workspace.faults.drop_next(1)
+
+    run_id = harness.submit(task, idempotency_token=token)
+
+    runs = [r.run_id for r in harness.client.jobs.list_runs()]
+    # The first submit was carried out and only its answer lost; the SDK sent it again.
+    assert runs == ([run_id] if token else [run_id, run_id - 2])
+    assert _statuses(harness, "/runs/submit") == [None, 200]
+
+
 def test_a_share_of_requests_fail_and_the_sdk_still_gets_through(harness: Harness) -> None:
     harness.workspace.faults.set(error_rate=0.3, error_status=503, retry_after=0, drop_rate=0.1)
 
