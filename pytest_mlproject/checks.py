@@ -92,7 +92,7 @@ def unknown_keys(project: Project) -> Iterator[Problem]:
     doc = project.document
     assert doc is not None
     for key in doc:
-        if key not in TOP_LEVEL_KEYS:
+        if key not in TOP_LEVEL_KEYS and key not in DOCUMENTATION_KEYS:
             yield _problem(
                 project,
                 doc.line_of(key),
@@ -235,22 +235,35 @@ def _python_env_file(project: Project, env_file: Path) -> Iterator[Problem]:
                 f"{_did_you_mean(str(key), PYTHON_ENV_KEYS)}; MLflow refuses it: only "
                 "`python`, `build_dependencies` and `dependencies` are allowed",
             )
-    if "python" in doc and not isinstance(doc["python"], str):
+    python = doc.get("python")
+    if python is not None and not isinstance(python, str):
+        written = _written_value(env_file, doc.line_of("python")) or str(python)
         yield Problem(
             env_file,
             doc.line_of("python"),
             "MLP308",
-            f"`python: {doc['python']}` is a {type(doc['python']).__name__}, not a string "
-            f'(YAML reads 3.10 as the number 3.1); quote it: `python: "{doc["python"]}"`',
+            f"`python: {written}` is read by YAML as the {type(python).__name__} {python!r}, "
+            f'not a string, and MLflow refuses it; quote it: `python: "{written}"`',
         )
     for key in ("build_dependencies", "dependencies"):
-        if key in doc and not _is_list_of_strings(doc[key]):
+        # Left empty (null) is fine: MLflow reads it as no dependencies.
+        if doc.get(key) is not None and not _is_list_of_strings(doc[key]):
             yield Problem(
                 env_file,
                 doc.line_of(key),
                 "MLP308",
                 f"`{key}` must be a list of requirement strings, e.g. `- scikit-learn==1.5`",
             )
+
+
+def _written_value(path: Path, line: int) -> str | None:
+    """The value on ``key: value`` at ``line`` as written, before YAML typed it."""
+    try:
+        text = path.read_text(encoding="utf-8").splitlines()[line - 1]
+    except (OSError, UnicodeDecodeError, IndexError):
+        return None
+    match = re.match(r"\s*[^:#]+:\s*([^\s#]+)", text)
+    return match.group(1) if match else None
 
 
 def _conda_file(project: Project, env_file: Path) -> Iterator[Problem]:
@@ -414,7 +427,9 @@ def _fits(value: Any, numeric: type) -> bool:
 def commands(project: Project) -> Iterator[Problem]:
     """MLP406 and MLP501-MLP505: the command template and what it runs."""
     for ep in project.entry_points.values():
-        if ep.command is None:
+        if ep.command is None or ep.broken:
+            # A broken entry point already fails; its parameters are not all known, so
+            # placeholder checks would only add misleading problems.
             continue
         line = project.line_of("entry_points", ep.name, "command")
         yield from _template(project, ep, line)
@@ -474,6 +489,27 @@ def _template(project: Project, ep: EntryPoint, line: int) -> Iterator[Problem]:
                 f"parameter; MLflow fails with KeyError: '{base}' when it runs: {fix}",
                 ep.name,
             )
+        elif "." in field:
+            yield _problem(
+                project,
+                line,
+                "MLP502",
+                f"placeholder `{{{field}}}` in entry point {ep.name!r} reads an attribute of "
+                "the value, but MLflow fills placeholders with shell-quoted strings, so the run "
+                f"fails with AttributeError: write `{{{base}}}` and work on the value in your "
+                "script",
+                ep.name,
+            )
+        elif spec and not _formats_strings(spec):
+            yield _problem(
+                project,
+                line,
+                "MLP502",
+                f"placeholder `{{{field}:{spec}}}` in entry point {ep.name!r} applies a format "
+                "spec to the value, but MLflow formats the shell-quoted string, so every run "
+                f"fails with ValueError: write `{{{base}}}` and format the value in your script",
+                ep.name,
+            )
         elif field != base or spec or conversion:
             yield _problem(
                 project,
@@ -506,6 +542,14 @@ def _template(project: Project, ep: EntryPoint, line: int) -> Iterator[Problem]:
                 f"breaks apart: write `{{{name}}}` without quotes",
                 ep.name,
             )
+
+
+def _formats_strings(spec: str) -> bool:
+    try:
+        format("'x'", spec)
+    except ValueError:
+        return False
+    return True
 
 
 def _scripts(project: Project, ep: EntryPoint, line: int) -> Iterator[Problem]:
@@ -560,8 +604,13 @@ def _scripts_run_by(command: str) -> Iterator[str]:
 
 def main_entry_point(project: Project) -> Iterator[Problem]:
     """MLP601: ``mlflow run`` with no ``-e`` runs ``main``."""
-    if "main" in project.entry_points:
-        return
+    document = project.document
+    if "main" in project.entry_points or (
+        document is not None
+        and "entry_points" in document
+        and not isinstance(document["entry_points"], _yaml.YamlMap)
+    ):
+        return  # MLP203 already says what is wrong with `entry_points`
     names = ", ".join(project.entry_points) or "none"
     yield _problem(
         project,
