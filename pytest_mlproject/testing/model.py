@@ -14,8 +14,6 @@ from typing import Any
 
 from pytest_mlproject.testing.faults import RunBehaviour, StateFields
 
-TERMINAL = frozenset({"TERMINATED", "SKIPPED", "INTERNAL_ERROR"})
-
 
 @dataclass(frozen=True)
 class Ending:

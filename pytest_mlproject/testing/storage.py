@@ -38,8 +38,9 @@ _NOTEBOOK_HEADERS = {
 
 @dataclass
 class Notebook:
+    """What get-status tells of a notebook; its source is not kept, as nothing reads it back."""
+
     language: str
-    content: bytes
     created_at: int
     modified_at: int
 
@@ -163,9 +164,7 @@ class Storage:
                 disk.unlink(missing_ok=True)
                 created = self._notebooks[target].created_at if target in self._notebooks else 0
                 stamp = now_ms()
-                self._notebooks[target] = Notebook(
-                    notebook_language, content, created or stamp, stamp
-                )
+                self._notebooks[target] = Notebook(notebook_language, created or stamp, stamp)
             else:
                 self._notebooks.pop(target, None)
                 _write_atomically(disk, content)
