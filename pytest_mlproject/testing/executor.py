@@ -158,6 +158,8 @@ class Executor:
         with self._changed:
             task.life_cycle = "PENDING"
             task.start_time = now_ms()
+            if run.life_cycle == "TERMINATING":  # an earlier task's cleanup; the run goes on
+                run.life_cycle = "RUNNING"
             self._changed.notify_all()
 
         def cluster_ready() -> bool:
@@ -269,7 +271,7 @@ class Executor:
             if reason:
                 break
         with self._changed:
-            task.life_cycle = "TERMINATING"
+            task.life_cycle = run.life_cycle = "TERMINATING"
             task.terminating_at = now_ms()
         # Whatever the task left running dies with it, as it would with its cluster.
         _kill_group(process.pid)

@@ -73,7 +73,7 @@ class TaskRun:
 
     run_id: int
     spec: dict[str, Any]
-    life_cycle: str = "BLOCKED"
+    life_cycle: str  # PENDING, or BLOCKED while it waits for the tasks it depends on
     ending: Ending | None = None
     start_time: int = 0
     running_at: int = 0

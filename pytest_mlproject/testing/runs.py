@@ -69,7 +69,12 @@ class Runs:
                 return {"run_id": run_id}
             body = copy.deepcopy(body)
             run_id = self._new_run_id()
-            tasks = [TaskRun(self._new_run_id(), spec) for spec in body["tasks"]]
+            tasks = [
+                TaskRun(
+                    self._new_run_id(), spec, "BLOCKED" if spec.get("depends_on") else "PENDING"
+                )
+                for spec in body["tasks"]
+            ]
             timeout = body.get("timeout_seconds") or 0
             run = Run(
                 run_id=run_id,

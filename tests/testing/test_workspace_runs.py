@@ -75,6 +75,28 @@ def test_success_runs_the_file_with_parameters_env_and_companion_files(
     assert (by_task_id.run_id, by_task_id.job_run_id) == (task_run_id, run_id)
 
 
+def test_the_life_cycle_moves_forward(harness: Harness, tmp_path: Path) -> None:
+    harness.workspace.faults.pending_polls = 1
+    go = tmp_path / "go"
+    script = harness.put_script(
+        "waits.py", "import os, sys, time\nwhile not os.path.exists(sys.argv[1]): time.sleep(0.01)"
+    )
+    run_id = harness.submit(harness.task(script, parameters=[str(go)]))
+    seen: list[str] = []
+
+    def reached(state: str) -> bool:
+        seen.append(harness.life_cycle(harness.client.jobs.get_run(run_id)))
+        return seen[-1] == state
+
+    harness.until(lambda: reached("RUNNING"))
+    go.touch()
+    harness.until(lambda: reached("TERMINATED"))
+
+    order = ["PENDING", "RUNNING", "TERMINATING", "TERMINATED"]
+    assert seen[0] == "PENDING"
+    assert seen == sorted(seen, key=order.index)
+
+
 def test_failure_reports_the_error_its_trace_and_the_logs(harness: Harness) -> None:
     script = harness.put_script("fail.py", "print('before')\nraise ValueError('boom')\n")
     run = harness.run(harness.task(script))
