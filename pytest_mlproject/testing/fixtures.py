@@ -1,12 +1,18 @@
-"""The ``databricks_workspace`` fixture: the only module of this package that imports pytest."""
+"""The ``databricks_workspace`` fixture: the only module of this package that imports pytest.
+
+The plugin registers this module for every session, so it imports the server only when a test
+asks for the fixture.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_mlproject.testing.server import FakeWorkspace
+if TYPE_CHECKING:
+    from pytest_mlproject.testing.server import FakeWorkspace
 
 
 @pytest.fixture
@@ -18,6 +24,8 @@ def databricks_workspace() -> Iterator[FakeWorkspace]:
     ``active_runs()`` and ``root``. Afterwards every run still going is killed, with its
     processes, and the temporary directory is removed.
     """
+    from pytest_mlproject.testing.server import FakeWorkspace
+
     workspace = FakeWorkspace().start()
     try:
         yield workspace

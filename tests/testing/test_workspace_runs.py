@@ -153,7 +153,7 @@ def test_cancel_kills_the_task_and_what_it_started(harness: Harness, tmp_path: P
     run_id = harness.submit(harness.task(script, parameters=[str(pids)]))
     harness.until(pids.exists)
     assert harness.workspace.active_runs() == [run_id]
-    assert harness.life_cycle(harness.client.jobs.get_run(run_id)) == "RUNNING"
+    harness.until(lambda: harness.life_cycle(harness.client.jobs.get_run(run_id)) == "RUNNING")
 
     harness.client.jobs.cancel_run(run_id)
     run = harness.wait_for_end(run_id)

@@ -262,3 +262,21 @@ def test_python_m_serves_until_interrupted(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_imports_stay_light() -> None:
+    # Fresh interpreters: registering the fixture loads neither the server nor the SDK, and the
+    # server (and python -m) load neither pytest nor databricks.sdk.
+    fixture_only = "import sys, pytest_mlproject.testing.fixtures as f; print(*sys.modules)"
+    server_only = "import sys, pytest_mlproject.testing.__main__ as m; print(*sys.modules)"
+    loaded = {
+        code: subprocess.run(
+            [sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=60
+        ).stdout.split()
+        for code in (fixture_only, server_only)
+    }
+
+    assert "pytest_mlproject.testing.server" not in loaded[fixture_only]
+    assert "pytest_mlproject.testing.server" in loaded[server_only]
+    heavy = {"pytest", "_pytest", "databricks"}
+    assert [m for m in loaded[server_only] if m.split(".")[0] in heavy] == []
