@@ -255,14 +255,15 @@ class FakeWorkspace:
         """Stop serving, kill every run still going, remove the temporary directory."""
         server, runs, root, thread = self._server, self._runs, self._root, self._thread
         if server is None or runs is None or root is None or thread is None:
-            return
+            return  # not started, or stopped already
         server.shutdown()
         server.close_connections()
         server.server_close()  # waits for the requests under way, so none writes after rmtree
         thread.join()
         runs.shutdown()
         shutil.rmtree(root, ignore_errors=True)
-        self._server = self._runs = self._root = self._thread = None
+        # The runs stay readable: active_runs() after stop() tells that none was left going.
+        self._server = self._root = self._thread = None
 
     def __enter__(self) -> FakeWorkspace:
         return self.start()
