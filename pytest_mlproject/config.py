@@ -10,10 +10,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from pytest_mlproject.problems import RULES
+
+if TYPE_CHECKING:
+    from pytest_mlproject.commands import ParamSpec
 
 DEFAULT_TIMEOUT = 3600.0
 
@@ -24,7 +28,9 @@ class MLprojectConfig:
     run: bool
     strict: bool
     ignore: frozenset[str]
-    params: tuple[str, ...]
+    #: ``--mlproject-param`` values, then ``mlproject_params``: two layers, first one wins.
+    cli_params: tuple[ParamSpec, ...]
+    ini_params: tuple[ParamSpec, ...]
     timeout: float
     paths: tuple[Path, ...]
     uris: tuple[str, ...]
@@ -42,16 +48,27 @@ def parse_config(config: pytest.Config) -> MLprojectConfig:
     if strict is None:
         strict = bool(config.getini("mlproject_strict"))
     ignore = [*config.getini("mlproject_ignore"), *option.mlproject_ignore]
-    # Command-line values come last so that, where order matters, they win.
-    params = [line for line in config.getini("mlproject_params") if line.strip()]
-    params += option.mlproject_param
+    cli_params: tuple[ParamSpec, ...] = ()
+    ini_params: tuple[ParamSpec, ...] = ()
+    if enabled:  # the parser pulls in the reader, which a plain pytest run does not need
+        from pytest_mlproject.commands import ParameterError, parse_param_specs
+
+        try:
+            cli_params = parse_param_specs(option.mlproject_param, "--mlproject-param")
+            ini_params = parse_param_specs(
+                (line.strip() for line in config.getini("mlproject_params") if line.strip()),
+                "mlproject_params",
+            )
+        except ParameterError as exc:
+            raise pytest.UsageError(str(exc)) from None
     timeout_text = option.mlproject_timeout or config.getini("mlproject_timeout") or ""
     return MLprojectConfig(
         enabled=enabled,
         run=run,
         strict=bool(strict),
         ignore=frozenset(rule_codes(ignore)),
-        params=tuple(params),
+        cli_params=cli_params,
+        ini_params=ini_params,
         timeout=parse_timeout(str(timeout_text)),
         paths=tuple(Path(p) for p in config.getini("mlproject_paths")),
         uris=tuple(option.mlproject_uri),

@@ -4,6 +4,7 @@ Node ids (users select with them, ``--lf`` replays them)::
 
     path/to/MLproject::spec              the descriptor as a whole
     path/to/MLproject::<entry>::check    one entry point
+    path/to/MLproject::<entry>::run      a local run (--mlproject-run)
 
 Reading and checking happen once per descriptor, in ``collect``; the items only report. A
 descriptor that cannot be read is a failing ``::spec`` item, never a collection error.
@@ -11,17 +12,23 @@ descriptor that cannot be read is a failing ``::spec`` item, never a collection 
 
 from __future__ import annotations
 
+import functools
 import traceback
 import warnings
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_mlproject import checks, spec
 from pytest_mlproject.config import CONFIG_KEY, MLprojectConfig
 from pytest_mlproject.problems import MLprojectWarning, Problem
+from pytest_mlproject.settings import Settings, check_settings, read_settings
+
+if TYPE_CHECKING:
+    from pytest_mlproject.sources import Source
 
 SPEC_ITEM = "spec"
 _ESCAPES = {"%": "%25", ":": "%3A", "[": "%5B", "]": "%5D", "\n": "%0A", "\r": "%0D"}
@@ -53,17 +60,51 @@ def _settings(node: pytest.Item | pytest.Collector) -> MLprojectConfig:
     return node.config.stash[CONFIG_KEY]
 
 
+@dataclass(frozen=True)
+class ProjectContext:
+    """What every item of one project shares: the project, its settings, where it came from."""
+
+    project: spec.Project
+    settings: Settings
+    #: The URI it was fetched from (``--mlproject-uri``), or ``None`` for a collected file.
+    source: Source | None = None
+
+    @property
+    def commit(self) -> str | None:
+        """The Git commit of the project's files; looked up once, on first use (git is slow)."""
+        if self.source is not None:
+            return self.source.commit
+        return _commit_of(self.project.directory)
+
+
+@functools.cache
+def _commit_of(directory: Path) -> str | None:
+    from pytest_mlproject.sources import git_commit
+
+    return git_commit(directory)
+
+
 class MLprojectFile(pytest.File):
     """A descriptor. Reads and checks it once; yields ``::spec`` and one node per entry point."""
 
+    def __init__(self, *, source: Source | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.source = source
+
     def collect(self) -> Iterable[pytest.Item | pytest.Collector]:
-        settings = _settings(self)
+        config = _settings(self)
         try:
             project, problems = spec.read(self.path)
+            context = None
             if project is not None:
-                problems = tuple(checks.check(project, ignore=settings.ignore))
-            else:
-                problems = tuple(p for p in problems if p.code not in settings.ignore)
+                settings = read_settings(project.directory)
+                problems = (
+                    *checks.check(project),
+                    *settings.problems,
+                    *check_settings(settings, project),
+                )
+                context = ProjectContext(project, settings, self.source)
+            problems = tuple(p for p in problems if p.code not in config.ignore)
         except Exception:
             # A bug of ours must not abort the session (one collection error hides every
             # other result), but it must not hide either: the item fails with the traceback.
@@ -74,13 +115,13 @@ class MLprojectFile(pytest.File):
         names = set(project.entry_points) if project is not None else set()
         whole = tuple(p for p in problems if p.entry_point not in names)
         yield ProblemsItem.from_parent(self, name=SPEC_ITEM, problems=whole, line=1)
-        if project is None:
+        if context is None:
             return
-        for entry in project.entry_points.values():
+        for entry in context.project.entry_points.values():
             yield EntryPointNode.from_parent(
                 self,
                 name=node_name(entry.name),
-                project=project,
+                context=context,
                 entry_point=entry,
                 problems=tuple(p for p in problems if p.entry_point == entry.name),
             )
@@ -96,18 +137,18 @@ class MisnamedFile(pytest.File):
 
 
 class EntryPointNode(pytest.Collector):
-    """One entry point; its children are ``check`` (and later ``run`` / ``databricks``)."""
+    """One entry point: ``check``, and ``run`` with ``--mlproject-run``."""
 
     def __init__(
         self,
         *,
-        project: spec.Project,
+        context: ProjectContext,
         entry_point: spec.EntryPoint,
         problems: tuple[Problem, ...],
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.project = project
+        self.context = context
         self.entry_point = entry_point
         self.problems = problems
 
@@ -115,6 +156,17 @@ class EntryPointNode(pytest.Collector):
         yield ProblemsItem.from_parent(
             self, name="check", problems=self.problems, line=self.entry_point.line
         )
+        if _settings(self).run:
+            from pytest_mlproject.localitem import RunItem
+
+            has_errors = any(p.is_error for p in self.problems)
+            yield RunItem.from_parent(
+                self,
+                name="run",
+                context=self.context,
+                entry_point=self.entry_point,
+                has_errors=has_errors,
+            )
 
 
 class ProblemsItem(pytest.Item):

@@ -8,7 +8,7 @@ the first time a descriptor is collected.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -21,6 +21,9 @@ from pytest_mlproject.config import (
 
 if TYPE_CHECKING:
     from _pytest.nodes import Collector
+
+# The `databricks_workspace` fixture; its module imports nothing heavy until it is used.
+pytest_plugins = ["pytest_mlproject.testing.fixtures"]
 
 MARKERS = {
     "mlproject": "an item made by pytest-mlproject from an MLproject file",
@@ -113,6 +116,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{name}: {description}")
     settings: MLprojectConfig = parse_config(config)
     config.stash[CONFIG_KEY] = settings
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistHooks(), "mlproject-xdist")
     if settings.enabled:
         _add_mlproject_paths(config, settings)
 
@@ -141,3 +146,24 @@ def pytest_collect_file(file_path: Path, parent: Collector) -> pytest.Collector 
 
         return MisnamedFile.from_parent(parent, path=file_path)
     return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session: pytest.Session, items: list[pytest.Item]) -> None:
+    """Add the projects named with ``--mlproject-uri``, before selection (-k, -m, --lf)."""
+    settings = session.config.stash.get(CONFIG_KEY, None)
+    if settings is None or not settings.uris:
+        return
+    from pytest_mlproject.uriitems import uri_items
+
+    items.extend(uri_items(session, settings.uris, settings.version))
+
+
+class _XdistHooks:
+    """Registered only when pytest-xdist is: hand the session id down to the workers."""
+
+    @staticmethod
+    def pytest_configure_node(node: Any) -> None:
+        from pytest_mlproject.uriitems import SESSION_KEY, session_id
+
+        node.workerinput[SESSION_KEY] = session_id(node.config)

@@ -86,9 +86,10 @@ def test_nothing_heavy_is_imported_without_the_option(pytester: pytest.Pytester)
     result = pytester.runpytest_subprocess("-s", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
     loaded = next(line for line in result.outlines if line.startswith("LOADED:"))
-    assert (
-        loaded == "LOADED: ['pytest_mlproject.config', 'pytest_mlproject.plugin', "
-        "'pytest_mlproject.problems']"
+    assert loaded == (
+        "LOADED: ['pytest_mlproject.config', 'pytest_mlproject.plugin', "
+        "'pytest_mlproject.problems', 'pytest_mlproject.testing', "
+        "'pytest_mlproject.testing.fixtures']"
     )
 
 
@@ -294,4 +295,6 @@ def test_problems_about_an_environment_file_name_that_file(pytester: pytest.Pyte
     (directory / "python_env.yaml").write_text("python: 3.10\ndependencies: [numpy]\n")
     result = run(pytester, "--mlproject")
     result.assert_outcomes(failed=1, passed=1)
-    result.stdout.fnmatch_lines(["p/python_env.yaml:1: MLP308 `python: 3.1` is a float*"])
+    result.stdout.fnmatch_lines(
+        ["p/python_env.yaml:1: MLP308 `python: 3.10` is read by YAML as the float 3.1*"]
+    )

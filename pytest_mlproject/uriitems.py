@@ -1,0 +1,101 @@
+"""Projects named with ``--mlproject-uri``: fetched once per session, then checked like files.
+
+Their node ids start with the URI as given (credentials removed), not with the cache folder
+the checkout lives in, so they are the same in every session and on every xdist worker::
+
+    https://github.com/org/repo#models/churn/MLproject::main::check
+
+A URI that cannot be fetched is one failing item, ``<uri>::spec``, never a collection error.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_mlproject.nodes import SPEC_ITEM, MLprojectFailure, MLprojectFile
+
+SESSION_KEY = "mlproject_session_id"
+
+
+def session_id(config: pytest.Config) -> str:
+    """One id per test session, shared by xdist workers (the controller hands its own down)."""
+    workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
+    if workerinput is not None and SESSION_KEY in workerinput:
+        return str(workerinput[SESSION_KEY])
+    if not hasattr(config, "_mlproject_session_id"):
+        config._mlproject_session_id = uuid.uuid4().hex  # type: ignore[attr-defined]
+    return str(config._mlproject_session_id)  # type: ignore[attr-defined]
+
+
+def cache_dir(config: pytest.Config) -> Path:
+    """Where fetched repositories are kept: pytest's cache, or a per-user temporary folder
+    when the cache plugin is disabled (``-p no:cacheprovider``)."""
+    cache = getattr(config, "cache", None)
+    if cache is not None:
+        return Path(cache.mkdir("mlproject-sources"))
+    folder = Path(tempfile.gettempdir()) / f"pytest-mlproject-{os.getuid()}" / "sources"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return folder
+
+
+class SourceFailure(pytest.Item):
+    """A project URI that could not be fetched or read."""
+
+    def __init__(self, *, message: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.message = message
+        self.add_marker("mlproject")
+
+    def runtest(self) -> None:
+        raise MLprojectFailure([self.message])
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, MLprojectFailure):
+            return "\n".join(excinfo.value.lines)
+        return str(super().repr_failure(excinfo, style))
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, 0, self.nodeid
+
+
+def uri_items(
+    session: pytest.Session, uris: tuple[str, ...], version: str | None
+) -> list[pytest.Item]:
+    from pytest_mlproject.sources import SourceError, redact, resolve_source
+    from pytest_mlproject.spec import find_descriptor
+
+    config = session.config
+    items: list[pytest.Item] = []
+    for uri in uris:
+        shown = redact(uri)
+        try:
+            source = resolve_source(
+                uri, version, cache_dir=cache_dir(config), session=session_id(config)
+            )
+            descriptor = find_descriptor(source.directory)
+            if descriptor is None:
+                raise SourceError(
+                    f"{shown}: no MLproject file in {source.directory.name or '/'}; "
+                    "point the URI at a project folder with #subdir"
+                )
+        except SourceError as exc:
+            items.append(
+                SourceFailure.from_parent(
+                    session,
+                    name=SPEC_ITEM,
+                    nodeid=f"{shown}::{SPEC_ITEM}",
+                    message=f"{shown}: {exc}" if shown not in str(exc) else str(exc),
+                )
+            )
+            continue
+        node = MLprojectFile.from_parent(
+            session, path=descriptor, source=source, nodeid=f"{shown}/{descriptor.name}"
+        )
+        items.extend(session.genitems(node))
+    return items
