@@ -187,3 +187,19 @@ def test_launcher_refuses_archives_that_leave_their_folder(tmp_path: Path) -> No
 def test_launcher_maps_dbfs_paths() -> None:
     assert launcher.local_path("dbfs:/mlproject/a.tar.gz") == Path("/dbfs/mlproject/a.tar.gz")
     assert launcher.local_path("/Volumes/c/s/v/a.tar.gz") == Path("/Volumes/c/s/v/a.tar.gz")
+
+
+def test_launcher_finds_a_bare_archive_name_beside_itself(tmp_path: Path) -> None:
+    packed = archive.pack(project(tmp_path))
+    (tmp_path / packed.name).write_bytes(packed.data)
+    script = tmp_path / "launcher.py"
+    script.write_bytes(Path(launcher.__file__).read_bytes())
+    result = subprocess.run(
+        [sys.executable, str(script), packed.name, "python src/train.py"],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "trained"

@@ -5,10 +5,11 @@ pytest-mlproject uploads this file beside the project archive and submits it as 
 
     python launcher.py ARCHIVE COMMAND
 
-It unpacks ARCHIVE (a workspace, volume or DBFS path) into a fresh temporary folder of its
-own, so runs that share an archive never race, runs COMMAND (already rendered, with every
-parameter value shell-quoted) with bash in that folder, streams its output to the run's
-logs, removes the folder, and exits with the command's exit code.
+It unpacks ARCHIVE (a file name beside this script, or a workspace, volume or DBFS path)
+into a fresh temporary folder of its own, so runs that share an archive never race, runs
+COMMAND (already rendered, with every parameter value shell-quoted) with bash in that
+folder, streams its output to the run's logs, removes the folder, and exits with the
+command's exit code.
 
 It must run on any cluster Python with nothing installed: standard library only, and no
 import from pytest_mlproject.
@@ -29,10 +30,12 @@ USAGE = "usage: launcher.py ARCHIVE COMMAND"
 
 
 def local_path(archive: str) -> Path:
-    """Where the cluster sees a stored file: ``dbfs:/x`` is ``/dbfs/x``; others as given."""
+    """Where the cluster sees a stored file: ``dbfs:/x`` is ``/dbfs/x``; a bare name is beside
+    this script (the archive is uploaded next to it); an absolute path is as given."""
     if archive.startswith("dbfs:/"):
         return Path("/dbfs") / archive[len("dbfs:/") :].lstrip("/")
-    return Path(archive)
+    path = Path(archive)
+    return path if path.is_absolute() else Path(__file__).resolve().parent / path
 
 
 def unpack(archive: Path, target: Path) -> None:

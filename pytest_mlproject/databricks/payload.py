@@ -1,0 +1,99 @@
+"""The command a cluster runs, and the ``runs/submit`` body that makes it run there."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import urllib.parse
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pytest_mlproject import commands
+from pytest_mlproject.databricks import preflight
+from pytest_mlproject.problems import MLprojectError
+from pytest_mlproject.spec import EntryPoint, Project
+
+TASK_KEY = "mlproject"
+
+
+def cluster_command(project: Project, entry: EntryPoint, values: Mapping[str, Any]) -> str:
+    """The command as ``mlflow run`` renders it, with ``path`` values made relative to the
+    project folder: the launcher runs the command where it unpacked the project.
+
+    Raises ``MLprojectError`` for a value MLflow refuses or one that does not travel.
+    """
+    given = dict(values)
+    parameters = dict(entry.parameters)
+    for name, parameter in entry.parameters.items():
+        if parameter.type != "path":
+            continue
+        value = given.get(name, parameter.default)
+        if value is None:
+            continue  # missing: render_command says so, in MLflow's words
+        reason = preflight.outside_path(project, entry, name, value)
+        if reason is not None:
+            raise MLprojectError(reason)
+        text = str(value)
+        parsed = urllib.parse.urlparse(text)
+        if text == "" or (parsed.scheme and not (parsed.scheme == "file" and not parsed.netloc)):
+            continue  # remote (dbfs:/, s3://...): passed unchanged
+        local = parsed.path if parsed.scheme == "file" else text
+        target = (project.directory / local).resolve()
+        if not target.exists():
+            raise commands.ParameterError(
+                f"Got value {text} for parameter {name}, but no such file or directory was found."
+            )
+        given[name] = os.path.relpath(target, project.directory.resolve())
+        parameters[name] = dataclasses.replace(parameter, type="string")
+    cluster_entry = dataclasses.replace(entry, parameters=parameters)
+    return commands.render_command(cluster_entry, given, base_dir=project.directory)
+
+
+def idempotency_token(session: str, nodeid: str) -> str:
+    """Unique to this session and item, the same on every retry (at most 64 characters)."""
+    return hashlib.sha256(f"{session}\0{nodeid}".encode()).hexdigest()[:64]
+
+
+def run_name(project: Project, entry: str) -> str:
+    return f"{project.name}: {entry} (pytest-mlproject)"[:4096]
+
+
+def submit_body(
+    *,
+    name: str,
+    new_cluster: Mapping[str, Any],
+    libraries: list[Any],
+    launcher: str,
+    archive_name: str,
+    command: str,
+    timeout_seconds: int,
+    token: str,
+    env: Mapping[str, str],
+) -> dict[str, Any]:
+    """A Jobs API 2.2 ``runs/submit`` body: one ``spark_python_task`` running the launcher."""
+    cluster = dict(new_cluster)
+    cluster["spark_env_vars"] = {**dict(cluster.get("spark_env_vars") or {}), **env}
+    task: dict[str, Any] = {
+        "task_key": TASK_KEY,
+        "new_cluster": cluster,
+        "spark_python_task": {"python_file": launcher, "parameters": [archive_name, command]},
+        "timeout_seconds": timeout_seconds,
+    }
+    if libraries:
+        task["libraries"] = libraries
+    return {
+        "run_name": name,
+        "tasks": [task],
+        "timeout_seconds": timeout_seconds,
+        "idempotency_token": token,
+    }
+
+
+def launcher_source() -> tuple[str, bytes]:
+    """The launcher script and the content-addressed name it is stored under."""
+    from pytest_mlproject.databricks import launcher
+
+    data = Path(launcher.__file__).read_bytes()
+    return f"mlproject-launcher-{hashlib.sha256(data).hexdigest()[:16]}.py", data

@@ -1,0 +1,196 @@
+"""What Databricks would refuse, found before any client is built or request made.
+
+Used twice: by ``--databricks`` items before they submit anything, and by plain
+``pytest --mlproject`` whenever a cluster spec is configured, so a pull request learns about
+these problems with no credentials.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_mlproject import _yaml
+from pytest_mlproject.databricks.clusterspec import ClusterSpec, check_spec
+from pytest_mlproject.problems import Problem
+from pytest_mlproject.spec import EntryPoint, Project
+
+COMMUNITY_EDITION = "community.cloud.databricks.com"
+#: pip options and forms that name something on this machine or change pip itself.
+_UNUSABLE = re.compile(
+    r"^(-e\b|--editable\b|-c\b|--constraint\b|-f\b|--find-links\b|-i\b|--index-url\b|"
+    r"--extra-index-url\b|--trusted-host\b|--no-index\b|--pre\b|\.{0,2}/|~|file:)"
+)
+_REQUIREMENTS = re.compile(r"^(-r|--requirement)[\s=]+(\S+)$")
+
+
+@dataclass(frozen=True)
+class Dependencies:
+    """The project's Python dependencies as cluster libraries."""
+
+    #: ``{"pypi": {"package": ...}}`` entries, in the order the environment file lists them.
+    packages: tuple[str, ...] = ()
+    #: Requirements files (``-r file``) to upload and install as ``requirements`` libraries.
+    requirement_files: tuple[Path, ...] = ()
+    problems: tuple[Problem, ...] = field(default=())
+
+
+def dependencies(project: Project) -> Dependencies:
+    """Read python_env / conda dependencies; what cannot be a cluster library is a problem."""
+    env_file = project.env_file
+    if env_file is None or not env_file.is_file():
+        return Dependencies()
+    try:
+        document, _ = _yaml.parse(env_file.read_bytes()[: _yaml.DEFAULT_LIMITS.max_bytes])
+    except (_yaml.YamlReadError, OSError):
+        return Dependencies()  # MLP308 / MLP309 already report an unreadable file
+    if not isinstance(document, _yaml.YamlMap):
+        return Dependencies()
+    entries: list[tuple[str, int]] = []
+    problems: list[Problem] = []
+    if project.env_type == "python_env":
+        deps = document.get("dependencies")
+        if isinstance(deps, _yaml.YamlSeq):
+            entries = [(str(d), deps.line_of(i)) for i, d in enumerate(deps)]
+    else:
+        entries, problems = _conda_entries(env_file, document)
+    packages: list[str] = []
+    files: list[Path] = []
+    for entry, line in entries:
+        text = entry.strip()
+        requirements = _REQUIREMENTS.match(text)
+        if requirements:
+            target = (env_file.parent / requirements.group(2)).resolve()
+            if not target.is_file() or project.directory.resolve() not in target.parents:
+                problems.append(
+                    _unusable(env_file, line, text, "the file is missing or outside the project")
+                )
+            else:
+                files.append(target)
+        elif _UNUSABLE.match(text):
+            problems.append(
+                _unusable(
+                    env_file,
+                    line,
+                    text,
+                    "it names something on this machine or changes how pip installs, which a "
+                    "cluster library cannot do: publish the package, or put the options in "
+                    "the cluster spec's libraries",
+                )
+            )
+        else:
+            packages.append(text)
+    return Dependencies(tuple(packages), tuple(files), tuple(problems))
+
+
+def _conda_entries(
+    env_file: Path, document: _yaml.YamlMap
+) -> tuple[list[tuple[str, int]], list[Problem]]:
+    entries: list[tuple[str, int]] = []
+    problems: list[Problem] = []
+    deps = document.get("dependencies")
+    if not isinstance(deps, _yaml.YamlSeq):
+        return entries, problems
+    for index, item in enumerate(deps):
+        line = deps.line_of(index)
+        if isinstance(item, _yaml.YamlMap) and isinstance(item.get("pip"), _yaml.YamlSeq):
+            pip = item["pip"]
+            entries.extend((str(d), pip.line_of(i)) for i, d in enumerate(pip))
+        elif isinstance(item, str):
+            name = re.split(r"[=<>!\s]", item.strip(), maxsplit=1)[0]
+            if name.split("::")[-1] not in ("python", "pip"):
+                problems.append(
+                    Problem(
+                        env_file,
+                        line,
+                        "MLP710",
+                        f"conda package {item!r} is not installed on Databricks, whose "
+                        "clusters have no conda; the runtime may already have it, otherwise "
+                        "list it under `pip:` with its PyPI name",
+                    )
+                )
+    return entries, problems
+
+
+def _unusable(env_file: Path, line: int, entry: str, why: str) -> Problem:
+    return Problem(
+        env_file, line, "MLP709", f"dependency {entry!r} cannot be a cluster library: {why}"
+    )
+
+
+def project_problems(
+    project: Project, spec: ClusterSpec, host: str | None = None
+) -> Iterator[Problem]:
+    """Problems about the whole project on Databricks (they go on ``::spec``)."""
+    assert project.descriptor is not None
+    yield from check_spec(spec, project.descriptor)
+    if project.env_type == "docker_env":
+        yield Problem(
+            project.descriptor,
+            project.line_of("docker_env"),
+            "MLP706",
+            "Running docker-based projects on Databricks is not yet supported: use "
+            "python_env (or conda_env) for the Databricks runs, or skip them in "
+            "pytest-mlproject.yaml (databricks: skip: ...)",
+        )
+    yield from dependencies(project).problems
+    if host and COMMUNITY_EDITION in host:
+        yield Problem(
+            project.descriptor,
+            1,
+            "MLP708",
+            f"the workspace {host} is Databricks Community Edition, which cannot run MLflow "
+            "projects as jobs: use a full workspace",
+        )
+
+
+def outside_path(project: Project, entry: EntryPoint, name: str, value: Any) -> str | None:
+    """Why a ``path`` value cannot travel to the cluster, or ``None`` if it can.
+
+    Local values must name something inside the project folder (they travel in the archive);
+    remote ones (``dbfs:/``, ``s3://``...) pass as they are.
+    """
+    text = str(value)
+    parsed = urllib.parse.urlparse(text)
+    if text == "" or (parsed.scheme and not (parsed.scheme == "file" and not parsed.netloc)):
+        return None
+    local = Path(parsed.path if parsed.scheme == "file" else text).expanduser()
+    target = (project.directory / local).resolve()
+    root = project.directory.resolve()
+    if target == root or root in target.parents:
+        return None
+    return (
+        f"`path` parameter {name!r} of entry point {entry.name!r} is {text!r}, outside the "
+        "project folder, so it does not exist on the cluster: put the file in the project, "
+        "or give a workspace, volume or dbfs:/ location"
+    )
+
+
+def entry_problems(project: Project, entry: EntryPoint) -> Iterator[Problem]:
+    """``path`` defaults that do not travel (they go on the entry point's ``::check``)."""
+    assert project.descriptor is not None
+    for parameter in entry.parameters.values():
+        if parameter.type != "path" or parameter.default is None:
+            continue
+        reason = outside_path(project, entry, parameter.name, parameter.default)
+        if reason is not None:
+            yield Problem(project.descriptor, parameter.line, "MLP707", reason, entry.name)
+
+
+def libraries(
+    spec: ClusterSpec, deps: Dependencies, requirement_paths: Mapping[Path, str]
+) -> list[Any]:
+    """The spec's libraries, then the project's dependencies not already among them."""
+    merged: list[Any] = [dict(library) for library in spec.libraries]
+    listed = {
+        str(library["pypi"].get("package"))
+        for library in spec.libraries
+        if isinstance(library.get("pypi"), Mapping)
+    }
+    merged.extend({"pypi": {"package": p}} for p in deps.packages if p not in listed)
+    merged.extend({"requirements": requirement_paths[path]} for path in deps.requirement_files)
+    return merged
