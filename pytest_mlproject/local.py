@@ -26,8 +26,9 @@ import selectors
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -51,6 +52,8 @@ MAX_OUTPUT = 10 * 1024 * 1024
 TAIL_OUTPUT = 1024 * 1024
 GRACE = 5.0
 _CHUNK = 65536
+#: Longest wait between two checks for a Ctrl-C CPython has not acted on yet.
+_SIGNAL_CHECK = 0.1
 #: Environment variables shown in :attr:`RunResult.env` (values redacted of credentials).
 _SHOWN_ENV = (
     "MLFLOW_TRACKING_URI",
@@ -211,24 +214,16 @@ def run_command(
     environ = child_environment(env)
     captures = (_Capture(max_output, tail_output, echo), _Capture(max_output, tail_output, echo))
     start = time.monotonic()
+    process = None
     try:
-        process = subprocess.Popen(
-            ["bash", "-c", command],
-            cwd=cwd,
-            env=environ,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            close_fds=True,
-        )
-    except OSError as exc:
-        raise RunError(f"cannot start `bash -c {command}` in {cwd}: {exc}") from None
-    timed_out = False
-    try:
+        with _interrupts_deferred() as interrupted:
+            process = _start(command, cwd, environ)
+        if interrupted:
+            signal.raise_signal(signal.SIGINT)  # now that the group can be ended
         timed_out = _supervise(process, captures, timeout, grace)
     finally:
-        _end(process, grace)
+        if process is not None:
+            _end(process, grace)
     duration = time.monotonic() - start
     returncode = process.returncode
     assert returncode is not None
@@ -248,6 +243,43 @@ def run_command(
         stderr_dropped=captures[1].dropped,
         entry_point=entry_point,
     )
+
+
+def _start(command: str, cwd: Path | str, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    try:
+        return subprocess.Popen(
+            ["bash", "-c", command],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except OSError as exc:
+        raise RunError(f"cannot start `bash -c {command}` in {cwd}: {exc}") from None
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[list[int]]:
+    """Hold back Ctrl-C while the command starts.
+
+    An interrupt inside ``Popen`` can leave the child running with its pid lost, so nothing
+    could end it. Only the main thread receives ``KeyboardInterrupt``; elsewhere this does
+    nothing.
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield received
+    finally:
+        _handle_pending_signals()  # with our handler still in place
+        signal.signal(signal.SIGINT, previous)
 
 
 class _Capture:
@@ -300,6 +332,18 @@ def _exited(process: subprocess.Popen[bytes]) -> bool:
         return waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
     except ChildProcessError:
         return True
+
+
+def _handle_pending_signals() -> None:
+    """Run the handlers of signals that arrived but were not handled yet.
+
+    CPython runs signal handlers in the main thread only, and a signal that lands while
+    another thread runs Python code can wait until the main thread's next interrupted
+    system call: a Ctrl-C could go unnoticed until the time limit. ``pthread_kill`` with
+    signal 0 sends nothing, but CPython checks for pending signals after it.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.pthread_kill(threading.get_ident(), 0)
 
 
 def _signal_group(pgid: int, signum: int) -> None:
@@ -374,11 +418,13 @@ def _supervise(
                 )
                 if moment is not None
             ]
-            wait = max(0.0, min(wake) - now) if wake else None
+            wait = min([*wake, now + _SIGNAL_CHECK]) - now
             if pidfd is None and not exited:
-                wait = 0.02 if wait is None else min(wait, 0.02)
+                wait = min(wait, 0.02)
+            wait = max(0.0, wait)
+            _handle_pending_signals()
             if not selector.get_map():
-                time.sleep(wait if wait is not None else 0.02)
+                time.sleep(wait)
                 continue
             for key, _ in selector.select(wait):
                 if key.data is None:

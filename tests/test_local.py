@@ -129,8 +129,8 @@ def test_keyboard_interrupt_kills_the_group_and_propagates(
     assert main is not None
 
     def interrupt() -> None:
-        while not (tmp_path / "pid").exists():
-            time.sleep(0.01)
+        while not (tmp_path / "pid").exists() or not (tmp_path / "pid").read_text():
+            time.sleep(0.001)
         signal.pthread_kill(main, signal.SIGINT)
 
     threading.Thread(target=interrupt, daemon=True).start()
@@ -139,6 +139,42 @@ def test_keyboard_interrupt_kills_the_group_and_propagates(
         run_command("sleep 300 & echo $! > pid; wait", tmp_path, timeout=60, grace=1)
     assert time.monotonic() - started < 10
     assert _gone(int((tmp_path / "pid").read_text()))
+
+
+def _running(needle: bytes) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and needle in (entry / "cmdline").read_bytes():
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state not in {"Z", "X"}:
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="looks processes up in /proc")
+def test_an_interrupt_while_the_command_starts_leaves_nothing_running(tmp_path: Path) -> None:
+    main = threading.main_thread().ident
+    assert main is not None
+    marker = f"1000.{time.time_ns()}"
+    for attempt in range(40):
+        timer = threading.Timer(attempt / 10_000, signal.pthread_kill, (main, signal.SIGINT))
+        started = time.monotonic()
+        try:
+            timer.start()
+            run_command(f"sleep {marker} & wait", tmp_path, timeout=30, grace=1)
+        except KeyboardInterrupt:
+            timer.join()
+        else:  # pragma: no cover
+            pytest.fail("not interrupted")
+        # promptly, even when the signal landed while the timer's thread ran Python code
+        assert time.monotonic() - started < 5
+    until = time.monotonic() + 5
+    while _running(marker.encode()) and time.monotonic() < until:
+        time.sleep(0.02)
+    assert _running(marker.encode()) == []
 
 
 def test_output_is_bounded_keeping_head_and_tail(tmp_path: Path) -> None:
