@@ -266,14 +266,15 @@ def _interrupts_deferred() -> Iterator[list[int]]:
     """Hold back Ctrl-C while the command starts.
 
     An interrupt inside ``Popen`` can leave the child running with its pid lost, so nothing
-    could end it. Only the main thread receives ``KeyboardInterrupt``; elsewhere this does
-    nothing.
+    could end it. The caller re-raises a held-back interrupt once it can end the command.
     """
     received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
+    previous = signal.getsignal(signal.SIGINT)
+    # Only the main thread receives KeyboardInterrupt, and a handler set outside Python
+    # (None) could not be put back.
+    if threading.current_thread() is not threading.main_thread() or previous is None:
         yield received
         return
-    previous = signal.getsignal(signal.SIGINT)
     signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
     try:
         yield received

@@ -177,6 +177,14 @@ def test_an_interrupt_while_the_command_starts_leaves_nothing_running(tmp_path: 
     assert _running(marker.encode()) == []
 
 
+def test_runs_work_from_other_threads(tmp_path: Path) -> None:
+    results = []
+    worker = threading.Thread(target=lambda: results.append(run_command("echo hi", tmp_path)))
+    worker.start()
+    worker.join(30)
+    assert [r.stdout for r in results] == ["hi\n"]
+
+
 def test_output_is_bounded_keeping_head_and_tail(tmp_path: Path) -> None:
     command = "python -c \"import sys; sys.stdout.write('h' * 1000 + 'x' * 200000 + 'TAIL')\""
     result = run_command(command, tmp_path, max_output=1000, tail_output=100)
