@@ -29,6 +29,7 @@ _DEFAULTS: dict[str, Any] = {
     "cluster_start_seconds": 0.0,
     "run_outcome": None,
     "state_fields": "both",
+    "echo_auth_in_errors": False,
 }
 
 
@@ -71,6 +72,8 @@ def _check(name: str, value: Any) -> None:
         raise ValueError(f"run_outcome must be None, 'INTERNAL_ERROR' or 'SKIPPED': {value!r}")
     if name == "state_fields" and value not in ("both", "state", "status"):
         raise ValueError(f"state_fields must be 'both', 'state' or 'status': {value!r}")
+    if name == "echo_auth_in_errors" and not isinstance(value, bool):
+        raise ValueError(f"echo_auth_in_errors must be True or False, not {value!r}")
 
 
 class Faults:
@@ -91,7 +94,9 @@ class Faults:
     - ``run_outcome``: ``"INTERNAL_ERROR"`` or ``"SKIPPED"`` ends the run so, without executing it.
 
     And ``state_fields``: which run-state fields answers carry, ``"both"``, ``"state"`` or
-    ``"status"``.
+    ``"status"``; and ``echo_auth_in_errors``: error answers quote the request's
+    ``Authorization`` header in their message, as careless proxies and servers do, to test that
+    a client never shows its token.
     """
 
     error_rate: float
@@ -104,6 +109,7 @@ class Faults:
     cluster_start_seconds: float
     run_outcome: RunOutcome | None
     state_fields: StateFields
+    echo_auth_in_errors: bool
     _lock: threading.Lock
     _random: random.Random
     _scripted: deque[Fault]

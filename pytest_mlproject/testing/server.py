@@ -159,11 +159,28 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.kind == "error":
             code, message = _INJECTED.get(fault.status, ("INJECTED_ERROR", "Injected error."))
             headers = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
-            return error_response(ApiError(fault.status, code, message), headers)
-        response = self._answer(request)
+            return self._echo(
+                request, error_response(ApiError(fault.status, code, message), headers)
+            )
+        response = self._echo(request, self._answer(request))
         # A dropped connection loses the answer, not the request: a client that retries a
         # submit without an idempotency_token starts a second run, as it would on Databricks.
         return None if fault is not None else response
+
+    def _echo(self, request: Request, response: Response) -> Response:
+        """With ``echo_auth_in_errors``, quote the Authorization header in an error's message."""
+        if response.status < 400 or not self.server.workspace.faults.echo_auth_in_errors:
+            return response
+        try:
+            body = json.loads(response.body)
+        except ValueError:
+            return response
+        if isinstance(body, dict):
+            quoted = request.headers.get("authorization", "(none)")
+            body["message"] = f"{body.get('message', '')} [request Authorization: {quoted}]"
+            response.body = json.dumps(body).encode()
+            response.headers.pop("Content-Length", None)
+        return response
 
     def _answer(self, request: Request) -> Response:
         if request.path in _NO_AUTH_PATHS:
