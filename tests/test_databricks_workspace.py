@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from pytest_mlproject.databricks.credentials import Secrets, display_host
 from pytest_mlproject.databricks.runstate import RunOutput, RunState, parse_run
 from pytest_mlproject.databricks.workspace import (
     MAX_WORKSPACE_IMPORT_BYTES,
@@ -813,3 +814,14 @@ def test_no_message_or_log_ever_shows_the_token() -> None:
     assert "token ***" in output.logs
     assert PLANTED not in repr(output)
     assert PLANTED not in repr(workspace)
+
+
+def test_scrubbing_knows_the_shapes_of_secrets_it_was_not_told() -> None:
+    secrets = Secrets()
+    secrets.add("my-client-secret", None, "", "ab")
+    text = secrets.scrub(
+        f"auth: Bearer eyJhbGciOi.x-y_z~ basic dXNlcjpwYXNz== pat {PLANTED}-2 my-client-secret ab"
+    )
+    assert text == "auth: Bearer *** basic *** pat *** *** ab"
+    assert display_host("https://user:pw@h.example.com:8443") == "https://h.example.com:8443"
+    assert display_host(None) == "(no host configured)"

@@ -14,18 +14,24 @@ the SDK authenticated with, are replaced by ``***`` in messages (and in run logs
 from __future__ import annotations
 
 import base64
-import configparser
 import dataclasses
-import os
 import re
 import threading
 import urllib.parse
 import uuid
-from collections.abc import Iterable, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from pytest_mlproject.databricks.credentials import (
+    CREDENTIAL_WAYS,
+    Secrets,
+    configured_host,
+    display_host,
+    remember_configured_secrets,
+    scheme_hint,
+    without_our_settings,
+)
 from pytest_mlproject.databricks.runstate import RunOutput, RunState, parse_run
 from pytest_mlproject.problems import MLprojectError
 
@@ -55,26 +61,9 @@ MAX_VOLUME_UPLOAD_BYTES = 5 * 1024 * 1024 * 1024
 #: Top-level workspace folders a user can write under.
 WORKSPACE_ROOTS = ("Users", "Shared")
 JOBS = "/api/2.2/jobs/runs"
-REDACTED = "***"
 
-CREDENTIAL_WAYS = """\
-Provide Databricks credentials in one of these ways:
-  - the environment variables DATABRICKS_HOST (https://<workspace host>) and DATABRICKS_TOKEN
-    (a personal access token);
-  - --databricks-profile NAME, naming a profile with host and credentials in ~/.databrickscfg
-    (or the file DATABRICKS_CONFIG_FILE names);
-  - any other method of the Databricks SDK's unified authentication, with DATABRICKS_HOST set:
-    OAuth machine-to-machine (DATABRICKS_CLIENT_ID and DATABRICKS_CLIENT_SECRET), an Azure
-    service principal (ARM_CLIENT_ID, ARM_CLIENT_SECRET, ARM_TENANT_ID) or managed identity
-    (ARM_USE_MSI=true), the Azure CLI (az login), or the Databricks CLI
-    (databricks auth login --host <workspace URL>).
-See https://docs.databricks.com/en/dev-tools/auth/index.html"""
-
-_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9\-._~+/]+=*")
-_PAT = re.compile(r"\bdapi[0-9a-f]{32}(?:-\d+)?\b")
 _AUTH_HEADER_WORDS = ("authorization", "token", "secret")
 _MESSAGE_LIMIT = 600
-_OUR_SETTINGS = ("http_timeout_seconds=", "retry_timeout_seconds=")
 _DNS_FAILURES = (
     "Name or service not known",
     "nodename nor servname",
@@ -120,104 +109,9 @@ class RunNotFoundError(DatabricksError):
     other servers: 404)."""
 
 
-# -- secrets ------------------------------------------------------------------------------------
-
-
-class _Secrets:
-    """Values never to show: credentials from the configuration and the headers sent with them."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._values: set[str] = set()
-
-    def add(self, *values: Any) -> None:
-        with self._lock:
-            for value in values:
-                if isinstance(value, str) and len(value.strip()) >= 3:
-                    self._values.add(value)
-                    self._values.add(value.strip())
-
-    def scrub(self, text: str) -> str:
-        with self._lock:
-            values = sorted(self._values, key=len, reverse=True)
-        for value in values:
-            text = text.replace(value, REDACTED)
-        text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
-        return _PAT.sub(REDACTED, text)
-
-
-def _without_our_settings(text: str) -> str:
-    """The SDK's message without the timeouts this module sets, which would only puzzle.
-
-    The SDK ends its messages with ``Config: name=value, .... Env: NAME, ...``.
-    """
-
-    def keep(match: re.Match[str]) -> str:
-        items = [i for i in match.group(1).split(", ") if not i.startswith(_OUR_SETTINGS)]
-        return f"Config: {', '.join(items)}" if items else ""
-
-    text = re.sub(r"Config: (.*?)(?=\. Env: |$)", keep, text)
-    return re.sub(r"\.\s*\.", ".", text.replace(". . Env", ". Env")).strip()
-
-
 def _short(text: str, limit: int = _MESSAGE_LIMIT) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-# -- configuration without the SDK ----------------------------------------------------------------
-
-
-def _config_file() -> Path:
-    return Path(os.environ.get("DATABRICKS_CONFIG_FILE") or "~/.databrickscfg").expanduser()
-
-
-def _profile_values(profile: str | None) -> dict[str, str]:
-    """The keys of the profile the SDK would read, or ``{}`` when there is none to read.
-
-    The SDK's choice: the profile given, else ``DATABRICKS_CONFIG_PROFILE``, else
-    ``[__settings__] default_profile``, else ``DEFAULT``. Unlike :mod:`configparser`, it does not
-    merge ``DEFAULT`` into other profiles, so neither does this.
-    """
-    parser = configparser.ConfigParser(default_section="\0no default\0", interpolation=None)
-    try:
-        if not parser.read(_config_file(), encoding="utf-8"):
-            return {}
-    except (configparser.Error, OSError, UnicodeDecodeError):
-        return {}
-    name = profile or os.environ.get("DATABRICKS_CONFIG_PROFILE") or None
-    if name is None and parser.has_section("__settings__"):
-        name = parser.get("__settings__", "default_profile", fallback="").strip() or None
-    name = name or "DEFAULT"
-    if name == "__settings__" or not parser.has_section(name):
-        return {}
-    return dict(parser.items(name))
-
-
-def configured_host(profile: str | None = None) -> str | None:
-    """The workspace host the SDK would use, read without network and without the SDK.
-
-    ``DATABRICKS_HOST`` wins (as in the SDK, even over a named profile), else the ``host`` of the
-    profile in ``DATABRICKS_CONFIG_FILE`` or ``~/.databrickscfg``. Returned as written (it may
-    lack ``https://``), or ``None`` when neither is set.
-    """
-    host = os.environ.get("DATABRICKS_HOST", "").strip()
-    if host:
-        return host
-    return _profile_values(profile).get("host", "").strip() or None
-
-
-def _display_host(host: str | None) -> str:
-    """The host for a message: without any ``user:password@``."""
-    if not host:
-        return "(no host configured)"
-    parts = urllib.parse.urlsplit(host if "://" in host else f"https://{host}")
-    if parts.username is None and parts.password is None:
-        return host
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 # -- upload locations -----------------------------------------------------------------------------
@@ -304,18 +198,6 @@ def _network_reason(error: BaseException) -> str | None:
     return None
 
 
-def _ssl_failure(error: BaseException | None) -> bool:
-    import requests
-
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, requests.exceptions.SSLError):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
-
-
 # -- the client -----------------------------------------------------------------------------------
 
 
@@ -333,7 +215,7 @@ class Workspace:
     requests: int
     bytes_uploaded: int
 
-    def __init__(self, config: Config, secrets: _Secrets) -> None:
+    def __init__(self, config: Config, secrets: Secrets) -> None:
         from databricks.sdk.core import ApiClient
 
         self._config = config
@@ -367,7 +249,7 @@ class Workspace:
         seconds whatever the network does. Later calls retry throttling, unavailability and
         connection errors for up to ``retry_timeout`` seconds each.
         """
-        secrets = _Secrets()
+        secrets = Secrets()
         outcome: list[Workspace | BaseException] = []
 
         def attempt() -> None:
@@ -392,8 +274,8 @@ class Workspace:
         if not outcome:
             host = config.get("host") or configured_host(profile)
             raise CredentialsError(
-                f"Cannot reach Databricks at {_display_host(host)}: no answer within "
-                f"{deadline:g} s.\n{_scheme_hint(host, None)}{CREDENTIAL_WAYS}",
+                f"Cannot reach Databricks at {display_host(host)}: no answer within "
+                f"{deadline:g} s.\n{scheme_hint(host, None)}{CREDENTIAL_WAYS}",
                 transient=True,
             )
         result = outcome[0]
@@ -408,7 +290,7 @@ class Workspace:
         connect_timeout: float,
         retry_timeout: float,
         options: Mapping[str, Any],
-        secrets: _Secrets,
+        secrets: Secrets,
     ) -> Workspace:
         from databricks.sdk.core import Config
 
@@ -416,7 +298,7 @@ class Workspace:
         options.pop("retry_timeout_seconds", None)  # retry_timeout is the one knob for that
         http_timeout = options.pop("http_timeout_seconds", None)
         written_host = options.get("host") or configured_host(profile)
-        _remember_configured_secrets(secrets, profile, options)
+        remember_configured_secrets(secrets, profile, options)
         request_timeout = max(1.0, connect_timeout / 4)
         try:
             # The SDK probes <host>/.well-known/databricks-config while building the Config,
@@ -428,7 +310,7 @@ class Workspace:
                 **options,
             )
         except Exception as error:
-            reason = _short(secrets.scrub(_without_our_settings(str(error))))
+            reason = _short(secrets.scrub(without_our_settings(str(error))))
             raise CredentialsError(
                 f"Cannot configure Databricks credentials: {reason}\n{CREDENTIAL_WAYS}"
             ) from None
@@ -447,7 +329,7 @@ class Workspace:
         if not isinstance(user_name, str) or not user_name:
             workspace.close()
             raise CredentialsError(
-                f"Databricks at {_display_host(config.host)} did not say who the credentials "
+                f"Databricks at {display_host(config.host)} did not say who the credentials "
                 f"belong to (no userName from /api/2.0/preview/scim/v2/Me).\n{CREDENTIAL_WAYS}"
             )
         workspace.user_name = user_name
@@ -528,7 +410,7 @@ class Workspace:
             code = error.error_code
             # The status is the one the SDK's error class stands for: it keeps no response.
             said = code or (f"HTTP {status}" if status else "an error")
-            text = _short(scrub(_without_our_settings(str(error))))
+            text = _short(scrub(without_our_settings(str(error))))
             reason = f"Databricks answered {said}: {text}"
             return reason, status, code, status in (429, 500, 502, 503, 504)
         if isinstance(error, TimeoutError):  # the SDK's retry budget ran out
@@ -744,51 +626,19 @@ def _close_api(api: Any) -> None:
         close()
 
 
-def _remember_configured_secrets(
-    secrets: _Secrets, profile: str | None, options: Mapping[str, Any]
-) -> None:
-    """Secrets known before the SDK's ``Config`` exists, to scrub its errors if it fails."""
-    from databricks.sdk.core import Config
-
-    sensitive = [a for a in Config.attributes() if getattr(a, "sensitive", False)]
-    values: Iterable[Any] = [options.get(a.name) for a in sensitive]
-    secrets.add(*values)
-    for attribute in sensitive:
-        for variable in [attribute.env, *getattr(attribute, "env_aliases", [])]:
-            if variable:
-                secrets.add(os.environ.get(variable))
-    profile_values = _profile_values(profile)
-    secrets.add(*(profile_values.get(a.name) for a in sensitive))
-
-
-def _scheme_hint(written_host: str | None, error: BaseException | None) -> str:
-    if not written_host:
-        return ""
-    host = written_host.rstrip("/")
-    if "://" not in host:
-        return (
-            f"The host {host} has no scheme, so it is taken as https://{host}; write "
-            f"https://{host} (or http://{host} for a server that speaks plain HTTP).\n"
-        )
-    if host.startswith("https://") and _ssl_failure(error):
-        plain = "http://" + host[len("https://") :]
-        return f"If the server speaks plain HTTP, write the host as {plain}.\n"
-    return ""
-
-
 def _credentials_failure(
     error: DatabricksError, host: str | None, written_host: str | None
 ) -> CredentialsError:
     what = "Checking the credentials: "
     detail = error.args[0][len(what) :] if error.args[0].startswith(what) else error.args[0]
-    shown = _display_host(host)
+    shown = display_host(host)
     if error.status in (401, 403):
         head = f"Databricks at {shown} refused the credentials: {detail}"
     elif error.status is None and error.transient:
         head = f"Cannot reach Databricks at {shown}: {detail}"
     else:
         head = f"Databricks at {shown} did not confirm the credentials: {detail}"
-    hint = _scheme_hint(written_host or host, error.__context__)
+    hint = scheme_hint(written_host or host, error.__context__)
     return CredentialsError(
         f"{head}\n{hint}{CREDENTIAL_WAYS}",
         status=error.status,
