@@ -18,8 +18,26 @@ from pytest_mlproject.problems import RULES
 
 if TYPE_CHECKING:
     from pytest_mlproject.commands import ParamSpec
+    from pytest_mlproject.databricks.clusterspec import ClusterSpec
+    from pytest_mlproject.databricks.session import Coordinator
 
 DEFAULT_TIMEOUT = 3600.0
+DEFAULT_DATABRICKS_TIMEOUT = 7200.0
+DEFAULT_MAX_PARALLEL = 16
+
+
+@dataclass(frozen=True)
+class DatabricksConfig:
+    #: ``--databricks``: submit each entry point as a one-time job run.
+    submit: bool
+    dry_run: bool
+    #: The session's cluster spec; projects may name their own in pytest-mlproject.yaml.
+    cluster_spec: ClusterSpec | None
+    profile: str | None
+    experiment_id: str | None
+    upload_dir: str | None
+    timeout: float
+    max_parallel: int
 
 
 @dataclass(frozen=True)
@@ -32,18 +50,24 @@ class MLprojectConfig:
     cli_params: tuple[ParamSpec, ...]
     ini_params: tuple[ParamSpec, ...]
     timeout: float
+    #: The timeout was given (option or ini), so it wins over pytest-mlproject.yaml.
+    timeout_given: bool
     paths: tuple[Path, ...]
     uris: tuple[str, ...]
     version: str | None
+    databricks: DatabricksConfig
 
 
 CONFIG_KEY = pytest.StashKey[MLprojectConfig]()
+#: The session's Databricks coordinator, once the first Databricks item has started it.
+COORDINATOR_KEY: pytest.StashKey[Coordinator] = pytest.StashKey()
 
 
 def parse_config(config: pytest.Config) -> MLprojectConfig:
     option = config.option
     run = bool(option.mlproject_run)
-    enabled = bool(option.mlproject) or run or bool(option.mlproject_uri)
+    databricks = parse_databricks(config)
+    enabled = bool(option.mlproject) or run or bool(option.mlproject_uri) or databricks.submit
     strict = option.mlproject_strict
     if strict is None:
         strict = bool(config.getini("mlproject_strict"))
@@ -69,10 +93,66 @@ def parse_config(config: pytest.Config) -> MLprojectConfig:
         ignore=frozenset(rule_codes(ignore)),
         cli_params=cli_params,
         ini_params=ini_params,
-        timeout=parse_timeout(str(timeout_text)),
+        timeout=parse_timeout(
+            str(timeout_text), "--mlproject-timeout / mlproject_timeout", DEFAULT_TIMEOUT
+        ),
+        timeout_given=bool(str(timeout_text).strip()),
         paths=tuple(Path(p) for p in config.getini("mlproject_paths")),
         uris=tuple(option.mlproject_uri),
         version=option.mlproject_version,
+        databricks=databricks,
+    )
+
+
+def _option(config: pytest.Config, name: str, ini: str) -> str | None:
+    """An option's value, else its ini twin's, else ``None`` (empty counts as not given)."""
+    value = getattr(config.option, name, None)
+    if value is None or value == "":
+        value = config.getini(ini)
+    text = str(value).strip() if value is not None else ""
+    return text or None
+
+
+def parse_databricks(config: pytest.Config) -> DatabricksConfig:
+    option = config.option
+    dry_run = bool(option.databricks_dry_run)
+    submit = bool(option.mlproject_databricks) or dry_run
+    spec_text = _option(config, "databricks_cluster_spec", "databricks_cluster_spec")
+    cluster_spec = None
+    if spec_text is not None:
+        from pytest_mlproject.databricks.clusterspec import SpecError, parse
+
+        try:
+            base = config.inipath.parent if config.inipath else config.invocation_params.dir
+            if option.databricks_cluster_spec:  # a path on the command line is the shell's
+                base = config.invocation_params.dir
+            cluster_spec = parse(spec_text, base=Path(base))
+        except SpecError as exc:
+            raise pytest.UsageError(f"--databricks-cluster-spec: {exc}") from None
+    timeout = parse_timeout(
+        _option(config, "databricks_timeout", "databricks_timeout") or "",
+        "--databricks-timeout / databricks_timeout",
+        DEFAULT_DATABRICKS_TIMEOUT,
+    )
+    parallel_text = _option(config, "databricks_max_parallel", "databricks_max_parallel")
+    try:
+        max_parallel = int(parallel_text) if parallel_text else DEFAULT_MAX_PARALLEL
+    except ValueError:
+        max_parallel = 0
+    if max_parallel < 1:
+        raise pytest.UsageError(
+            f"--databricks-max-parallel / databricks_max_parallel: {parallel_text!r} is not a "
+            "whole number of runs, 1 or more"
+        )
+    return DatabricksConfig(
+        submit=submit,
+        dry_run=dry_run,
+        cluster_spec=cluster_spec,
+        profile=_option(config, "databricks_profile", "databricks_profile"),
+        experiment_id=_option(config, "databricks_experiment_id", "databricks_experiment_id"),
+        upload_dir=_option(config, "databricks_upload_dir", "databricks_upload_dir"),
+        timeout=timeout,
+        max_parallel=max_parallel,
     )
 
 
@@ -93,16 +173,13 @@ def rule_codes(values: list[str]) -> set[str]:
     return codes
 
 
-def parse_timeout(text: str) -> float:
+def parse_timeout(text: str, what: str, default: float) -> float:
     if not text.strip():
-        return DEFAULT_TIMEOUT
+        return default
     try:
         value = float(text)
     except ValueError:
         value = math.nan
     if not math.isfinite(value) or value <= 0:
-        raise pytest.UsageError(
-            f"--mlproject-timeout / mlproject_timeout: {text!r} is not a number of seconds "
-            "greater than 0"
-        )
+        raise pytest.UsageError(f"{what}: {text!r} is not a number of seconds greater than 0")
     return value

@@ -80,7 +80,10 @@ class RunItem(pytest.Item):
             raise MLprojectFailure([f"{self._where()}: {exc}"]) from None
         self.user_properties.append(("command", command))
         settings = self.config.stash[CONFIG_KEY]
-        timeout = self.context.settings.timeout(entry.name) or settings.timeout
+        # The command line and the ini file win over pytest-mlproject.yaml, as for parameters.
+        timeout = settings.timeout
+        if not settings.timeout_given:
+            timeout = self.context.settings.timeout(entry.name) or settings.timeout
         live = self.config.getoption("capture") == "no"
         result = local.run_command(
             command,
@@ -123,9 +126,10 @@ class RunItem(pytest.Item):
         descriptor = self.context.project.descriptor
         path = descriptor if descriptor is not None else Path(self.path)
         try:
-            return str(path.relative_to(self.config.rootpath))
+            shown = str(path.relative_to(self.config.rootpath))
         except ValueError:
-            return str(path)
+            shown = str(path)
+        return f"{shown}:{self.entry_point.line}"
 
     def repr_failure(
         self,

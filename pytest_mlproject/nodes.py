@@ -60,6 +60,32 @@ def _settings(node: pytest.Item | pytest.Collector) -> MLprojectConfig:
     return node.config.stash[CONFIG_KEY]
 
 
+def report_problems(item: pytest.Item, problems: Iterable[Problem]) -> None:
+    """Fail ``item`` with its errors; show its warnings as pytest warnings.
+
+    Warnings fail the item too under ``--mlproject-strict``, and when a warnings filter
+    turns them into errors (``-W error``), just as cleanly: the problems, no traceback.
+    """
+    strict = _settings(item).strict
+    failing = []
+    for problem in problems:
+        if problem.is_error or strict:
+            failing.append(problem)
+            continue
+        try:
+            warnings.warn_explicit(
+                MLprojectWarning(f"{problem.code} {problem.message}"),
+                MLprojectWarning,
+                filename=str(problem.path),
+                lineno=problem.line,
+            )
+        except MLprojectWarning:  # -W error, or a filterwarnings entry that says so
+            failing.append(problem)
+    if failing:
+        failing.sort(key=lambda p: (str(p.path), p.line, p.code))
+        raise MLprojectFailure([p.format(relative_to=item.config.rootpath) for p in failing])
+
+
 @dataclass(frozen=True)
 class ProjectContext:
     """What every item of one project shares: the project, its settings, where it came from."""
@@ -98,12 +124,13 @@ class MLprojectFile(pytest.File):
             context = None
             if project is not None:
                 settings = read_settings(project.directory)
+                context = ProjectContext(project, settings, self.source)
                 problems = (
                     *checks.check(project),
                     *settings.problems,
                     *check_settings(settings, project),
+                    *_databricks_problems(context, config),
                 )
-                context = ProjectContext(project, settings, self.source)
             problems = tuple(p for p in problems if p.code not in config.ignore)
         except Exception:
             # A bug of ours must not abort the session (one collection error hides every
@@ -125,6 +152,40 @@ class MLprojectFile(pytest.File):
                 entry_point=entry,
                 problems=tuple(p for p in problems if p.entry_point == entry.name),
             )
+
+
+def _databricks_problems(context: ProjectContext, config: MLprojectConfig) -> list[Problem]:
+    """What Databricks would refuse, whenever a cluster spec is configured: pull requests
+    learn it from plain ``pytest --mlproject``, with no credentials and no request."""
+    project = context.project
+    session_spec = config.databricks.cluster_spec
+    if project.descriptor is None:
+        return []
+    names = [None, *project.entry_points]
+    if session_spec is None and all(context.settings.cluster_spec(n or "") is None for n in names):
+        return []
+    from pytest_mlproject.databricks import preflight
+    from pytest_mlproject.databricks.clusterspec import SpecError
+    from pytest_mlproject.databricks.item import cluster_spec_for
+    from pytest_mlproject.databricks.workspace import configured_host
+
+    problems: list[Problem] = []
+    seen: set[int] = set()
+    host = configured_host(config.databricks.profile)
+    for entry in project.entry_points.values():
+        try:
+            spec = cluster_spec_for(context, entry.name, session_spec)
+        except SpecError as exc:
+            where = context.settings.path or project.descriptor
+            problems.append(Problem(where, 1, "MLP803", str(exc)))
+            continue
+        if spec is None:
+            continue
+        if id(spec) not in seen:  # a spec shared by entry points is reported once
+            seen.add(id(spec))
+            problems.extend(preflight.project_problems(project, spec, host))
+        problems.extend(preflight.entry_problems(project, entry))
+    return sorted(set(problems), key=lambda p: (str(p.path), p.line, p.code))
 
 
 class MisnamedFile(pytest.File):
@@ -159,14 +220,27 @@ class EntryPointNode(pytest.Collector):
         if _settings(self).run:
             from pytest_mlproject.localitem import RunItem
 
-            has_errors = any(p.is_error for p in self.problems)
             yield RunItem.from_parent(
                 self,
                 name="run",
                 context=self.context,
                 entry_point=self.entry_point,
-                has_errors=has_errors,
+                has_errors=self.has_errors,
             )
+        if _settings(self).databricks.submit:
+            from pytest_mlproject.databricks.item import DatabricksItem
+
+            yield DatabricksItem.from_parent(
+                self,
+                name="databricks",
+                context=self.context,
+                entry_point=self.entry_point,
+                has_errors=self.has_errors,
+            )
+
+    @property
+    def has_errors(self) -> bool:
+        return any(p.is_error for p in self.problems)
 
 
 class ProblemsItem(pytest.Item):
@@ -198,29 +272,7 @@ class ProblemsItem(pytest.Item):
                     self.internal_error,
                 ]
             )
-        strict = _settings(self).strict
-        failing = [p for p in self.problems if p.is_error]
-        for problem in self.problems:
-            if problem.is_error:
-                continue
-            if strict:
-                failing.append(problem)
-                continue
-            try:
-                warnings.warn_explicit(
-                    MLprojectWarning(f"{problem.code} {problem.message}"),
-                    MLprojectWarning,
-                    filename=str(problem.path),
-                    lineno=problem.line,
-                )
-            except MLprojectWarning:  # -W error, or a filterwarnings entry that says so
-                failing.append(problem)
-        if failing:
-            failing.sort(key=lambda p: (str(p.path), p.line, p.code))
-            raise MLprojectFailure([self._format(p) for p in failing])
-
-    def _format(self, problem: Problem) -> str:
-        return problem.format(relative_to=self.config.rootpath)
+        report_problems(self, self.problems)
 
     def _where(self) -> str:
         try:

@@ -7,6 +7,7 @@ the first time a descriptor is collected.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,7 @@ import pytest
 
 from pytest_mlproject.config import (
     CONFIG_KEY,
+    COORDINATOR_KEY,
     DEFAULT_TIMEOUT,
     MLprojectConfig,
     parse_config,
@@ -88,6 +90,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="REF",
         help="branch, tag or commit to check out for Git URIs given with --mlproject-uri.",
     )
+    _add_databricks_options(parser, group)
     parser.addini(
         "mlproject_paths",
         "extra paths searched for MLproject files when pytest runs without path arguments "
@@ -111,11 +114,109 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+#: Set when another plugin owns ``--databricks``: only the alias is ours then.
+_DATABRICKS_TAKEN: list[str] = []
+
+
+def _add_databricks_options(parser: pytest.Parser, group: Any) -> None:
+    help_text = (
+        "submit each entry point as a one-time Databricks job run on a new cluster "
+        "(implies --mlproject)."
+    )
+    try:
+        group.addoption(
+            "--databricks",
+            "--mlproject-databricks",
+            action="store_true",
+            default=False,
+            dest="mlproject_databricks",
+            help=help_text,
+        )
+    except ValueError:  # another plugin already defines --databricks
+        _DATABRICKS_TAKEN.append("--databricks")
+        group.addoption(
+            "--mlproject-databricks",
+            action="store_true",
+            default=False,
+            dest="mlproject_databricks",
+            help=help_text,
+        )
+    group.addoption(
+        "--databricks-cluster-spec",
+        default=None,
+        metavar="PATH_OR_JSON",
+        help="new-cluster spec for the runs: a JSON file or inline JSON, either a bare "
+        'new-cluster object or {"new_cluster": {...}, "libraries": [...]}. '
+        "Ini: databricks_cluster_spec.",
+    )
+    group.addoption(
+        "--databricks-profile",
+        default=None,
+        metavar="NAME",
+        help="profile in ~/.databrickscfg; otherwise the SDK's default auth chain "
+        "(DATABRICKS_HOST/DATABRICKS_TOKEN, OAuth, Azure...). Ini: databricks_profile.",
+    )
+    group.addoption(
+        "--databricks-experiment-id",
+        default=None,
+        metavar="ID",
+        help="MLflow experiment the runs log to (MLFLOW_EXPERIMENT_ID, with "
+        "MLFLOW_TRACKING_URI=databricks). Ini: databricks_experiment_id.",
+    )
+    group.addoption(
+        "--databricks-upload-dir",
+        default=None,
+        metavar="PATH",
+        help="workspace folder or /Volumes/... folder for project archives (default: "
+        "/Workspace/Users/<you>/.pytest-mlproject). Ini: databricks_upload_dir.",
+    )
+    group.addoption(
+        "--databricks-timeout",
+        default=None,
+        metavar="SECONDS",
+        help="time limit of each run, on Databricks and for waiting here; the run is "
+        "cancelled after it (default 7200). Ini: databricks_timeout.",
+    )
+    group.addoption(
+        "--databricks-max-parallel",
+        default=None,
+        metavar="N",
+        help="most runs in flight at once in the whole session, a cost guard (default 16). "
+        "Ini: databricks_max_parallel.",
+    )
+    group.addoption(
+        "--databricks-dry-run",
+        action="store_true",
+        default=False,
+        help="build and print every runs/submit payload, make no request (implies --databricks).",
+    )
+    for name, text in (
+        ("databricks_cluster_spec", "new-cluster spec for Databricks runs: a JSON file or JSON."),
+        ("databricks_profile", "profile in ~/.databrickscfg for Databricks runs."),
+        ("databricks_experiment_id", "MLflow experiment id for Databricks runs."),
+        ("databricks_upload_dir", "workspace or /Volumes folder for project archives."),
+        ("databricks_timeout", "time limit of each Databricks run, in seconds."),
+        ("databricks_max_parallel", "most Databricks runs in flight at once."),
+    ):
+        parser.addini(name, text, default="")
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    if _DATABRICKS_TAKEN:
+        return (
+            "pytest-mlproject: --databricks belongs to another plugin here; "
+            "use --mlproject-databricks to submit entry points to Databricks"
+        )
+    return None
+
+
 def pytest_configure(config: pytest.Config) -> None:
     for name, description in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {description}")
     settings: MLprojectConfig = parse_config(config)
     config.stash[CONFIG_KEY] = settings
+    if settings.databricks.submit:
+        config.pluginmanager.register(DatabricksSummary(), "mlproject-databricks-summary")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(), "mlproject-xdist")
     if settings.enabled:
@@ -167,3 +268,54 @@ class _XdistHooks:
         from pytest_mlproject.uriitems import SESSION_KEY, session_id
 
         node.workerinput[SESSION_KEY] = session_id(node.config)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Cancel every Databricks run still active: after -x, Ctrl-C, SIGTERM or a crash."""
+    runs = session.config.stash.get(COORDINATOR_KEY, None)
+    if runs is not None:
+        why = (
+            "the session was interrupted"
+            if session.shouldstop or session.exitstatus == pytest.ExitCode.INTERRUPTED
+            else "the session ended before it finished"
+        )
+        runs.close(why)
+
+
+class DatabricksSummary:
+    """Collects Databricks runs from the reports (on the xdist controller too) and lists
+    them, with their links, at the end of the session."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, dict[str, str]]] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        properties = {str(k): str(v) for k, v in report.user_properties}
+        if report.when == "call" and (
+            "databricks_label" in properties or "databricks_payload" in properties
+        ):
+            self.rows.append((report.nodeid, report.outcome, properties))
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        payloads = [
+            (n, p["databricks_payload"]) for n, _, p in self.rows if "databricks_payload" in p
+        ]
+        if payloads:
+            terminalreporter.section("Databricks dry run: runs/submit payloads")
+            for nodeid, payload in payloads:
+                terminalreporter.write_line(f"{nodeid}:")
+                terminalreporter.write_line(
+                    json.dumps(json.loads(payload), indent=2, sort_keys=True)
+                )
+        runs = [row for row in self.rows if "databricks_label" in row[2]]
+        if not runs:
+            return
+        terminalreporter.section("Databricks runs")
+        for nodeid, outcome, properties in runs:
+            run = properties.get("databricks_run_id", "-")
+            state = properties.get("databricks_result_state", "not submitted")
+            link = properties.get("databricks_run_page_url", "")
+            terminalreporter.write_line(f"{outcome.upper():7} {state:14} run {run:>8}  {nodeid}")
+            if link:
+                terminalreporter.write_line(f"        {link}")

@@ -130,6 +130,17 @@ _CATALOGUE = (
     Rule("MLP505", "script-missing", W, "The command runs a script that is not there."),
     # Entry points.
     Rule("MLP601", "no-main", W, "No `main` entry point, which `mlflow run` runs by default."),
+    # Databricks: checked whenever a cluster spec is configured, before any request.
+    Rule("MLP701", "existing-cluster", E, "The cluster spec names an existing cluster."),
+    Rule("MLP702", "nested-libraries", E, "`libraries` inside a bare new-cluster spec."),
+    Rule("MLP703", "cluster-spec-wrapper", E, "The spec is wrapped in `cluster_spec`."),
+    Rule("MLP704", "unsupported-library", E, "An egg or jar library, or a malformed one."),
+    Rule("MLP705", "unreachable-library", E, "A library path the cluster cannot read."),
+    Rule("MLP706", "docker-on-databricks", E, "A docker_env project, which Databricks refuses."),
+    Rule("MLP707", "path-outside-project", E, "A `path` value that does not travel."),
+    Rule("MLP708", "community-edition", E, "Community Edition cannot run projects."),
+    Rule("MLP709", "unusable-dependency", E, "A dependency that cannot be a cluster library."),
+    Rule("MLP710", "conda-package", W, "A conda package, which a cluster does not install."),
     # The per-project settings file (pytest-mlproject.yaml), read by pytest-mlproject only.
     Rule("MLP801", "settings-unreadable", E, "The settings file cannot be read as YAML."),
     Rule("MLP802", "settings-unknown-key", W, "A settings key pytest-mlproject does not read."),

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+import pytest_mlproject
+
+# pytester's in-process runs put sys.modules back as they found it. A module first imported
+# inside such a run is dropped afterwards while the package keeps the old one as an attribute,
+# so the next run would mix two copies of a class. Importing everything once, here, keeps one.
+for _module in pkgutil.walk_packages(pytest_mlproject.__path__, "pytest_mlproject."):
+    importlib.import_module(_module.name)
 
 # No deadline: CI machines are shared and slow; speed is measured in benchmarks/ instead.
 settings.register_profile("dev", deadline=None, max_examples=100)

@@ -79,6 +79,11 @@ class Archive:
         return f"{self.sha256}.tar.gz"
 
 
+def content_name(data: bytes) -> str:
+    """A short name for content: the first 16 hex digits of its sha256."""
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
 def is_secret(name: str) -> bool:
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in SECRET_PATTERNS)
 

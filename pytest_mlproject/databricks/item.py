@@ -1,0 +1,311 @@
+"""The ``<entry>::databricks`` item: an entry point as a one-time Databricks job run.
+
+Everything that can be decided without a request is decided first (``prepare``): skip
+reasons, the cluster spec and what Databricks would refuse, the command, the archive and
+the submit body. Only then does the session's :class:`Coordinator` connect and submit.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_mlproject.config import CONFIG_KEY, COORDINATOR_KEY
+from pytest_mlproject.nodes import MLprojectFailure, report_problems
+from pytest_mlproject.problems import MLprojectError, Problem
+from pytest_mlproject.spec import EntryPoint
+
+if TYPE_CHECKING:
+    from pytest_mlproject.databricks.clusterspec import ClusterSpec
+    from pytest_mlproject.databricks.session import Coordinator, Job
+    from pytest_mlproject.nodes import ProjectContext
+
+#: Lines of the run's log shown in the failure message (the whole log is a report section).
+TAIL_LINES = 40
+PLACEHOLDER_DIR = "/Workspace/Users/<you>/.pytest-mlproject"
+ARCHIVES_KEY = pytest.StashKey[dict[Path, Any]]()
+
+
+class _Skip(Exception):
+    pass
+
+
+def cluster_spec_for(
+    context: ProjectContext, entry: str, session_spec: ClusterSpec | None
+) -> ClusterSpec | None:
+    """The entry point's spec from pytest-mlproject.yaml, else the project's, else the session's.
+
+    Raises ``MLprojectError`` (``SpecError``) when the settings name a spec that cannot be read.
+    """
+    from pytest_mlproject.databricks.clusterspec import parse
+
+    written = context.settings.cluster_spec(entry)
+    if written is None:
+        return session_spec
+    return parse(written, base=context.settings.directory)
+
+
+def coordinator(config: pytest.Config) -> Coordinator:
+    from pytest_mlproject.databricks.session import Coordinator, share
+
+    existing = config.stash.get(COORDINATOR_KEY, None)
+    if existing is not None:
+        return existing
+    options = config.stash[CONFIG_KEY].databricks
+    _, _, limit = share(options.max_parallel)
+    created = Coordinator(
+        profile=options.profile,
+        upload_dir=options.upload_dir,
+        max_parallel=limit,
+        echo=terminal_echo(config),
+    )
+    config.stash[COORDINATOR_KEY] = created
+    return created
+
+
+def terminal_echo(config: pytest.Config) -> Any:
+    """Write a line to the terminal now, even while pytest captures output."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+
+    def echo(line: str) -> None:
+        if reporter is None:
+            return
+        if capture is not None:
+            with capture.global_and_fixture_disabled():
+                reporter.ensure_newline()
+                reporter.write_line(line)
+        else:
+            reporter.write_line(line)
+
+    return echo
+
+
+class DatabricksItem(pytest.Item):
+    def __init__(
+        self,
+        *,
+        context: ProjectContext,
+        entry_point: EntryPoint,
+        has_errors: bool,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.context = context
+        self.entry_point = entry_point
+        self.has_errors = has_errors
+        self.add_marker("mlproject")
+        self.add_marker("databricks")
+        self._prepared: Job | BaseException | None = None
+        self._warnings: list[Problem] = []
+        self.payload: dict[str, Any] | None = None
+
+    # --- preparing: no request is made here ---------------------------------------------
+
+    def prepared(self) -> Job:
+        """The job for this item; raises the skip or failure that preparing met (cached)."""
+        if self._prepared is None:
+            try:
+                self._prepared = self._prepare()
+            except (_Skip, MLprojectFailure, MLprojectError) as exc:
+                self._prepared = exc
+        if isinstance(self._prepared, BaseException):
+            if isinstance(self._prepared, _Skip):
+                pytest.skip(str(self._prepared))
+            if isinstance(self._prepared, MLprojectError):
+                raise MLprojectFailure([f"{self._where()}: {self._prepared}"])
+            raise self._prepared
+        return self._prepared
+
+    def _prepare(self) -> Job:
+        from pytest_mlproject.databricks import archive, payload, preflight
+        from pytest_mlproject.databricks.session import Job, Upload
+        from pytest_mlproject.databricks.workspace import configured_host
+        from pytest_mlproject.localitem import missing_reason, user_values
+        from pytest_mlproject.uriitems import session_id
+
+        options = self.config.stash[CONFIG_KEY].databricks
+        project, entry = self.context.project, self.entry_point
+        reason = self.context.settings.databricks_skip_reason(entry.name)
+        if reason is None and self.has_errors:
+            reason = "the entry point has errors, so it cannot run: see its ::check item"
+        if reason is not None:
+            raise _Skip(reason)
+        spec = cluster_spec_for(self.context, entry.name, options.cluster_spec)
+        if spec is None:
+            raise MLprojectError(
+                "no cluster spec for Databricks runs: give --databricks-cluster-spec "
+                "(ini databricks_cluster_spec), or `databricks: cluster_spec:` in "
+                "pytest-mlproject.yaml beside the MLproject file"
+            )
+        host = configured_host(options.profile)
+        problems = [
+            *preflight.project_problems(project, spec, host),
+            *preflight.entry_problems(project, entry),
+        ]
+        settings = self.config.stash[CONFIG_KEY]
+        problems = [p for p in problems if p.code not in settings.ignore]
+        errors = [p for p in problems if p.is_error or settings.strict]
+        if errors:
+            raise MLprojectFailure([p.format(relative_to=self.config.rootpath) for p in errors])
+        # Warnings are shown when this item runs, not while another one prepares it.
+        self._warnings = problems
+        values = user_values(self.context, entry, self.config)
+        missing = missing_reason(entry, values)
+        if missing is not None:
+            raise _Skip(missing)
+        command = payload.cluster_command(project, entry, values)
+        archives = self.config.stash.setdefault(ARCHIVES_KEY, {})
+        if project.directory not in archives:
+            archives[project.directory] = archive.pack(project.directory)
+        packed = archives[project.directory]
+        deps = preflight.dependencies(project)
+        requirement_names = {
+            path: f"requirements-{archive.content_name(path.read_bytes())}.txt"
+            for path in deps.requirement_files
+        }
+        launcher_name, launcher_data = payload.launcher_source()
+        env = {"MLFLOW_TRACKING_URI": "databricks"}
+        if options.experiment_id:
+            env["MLFLOW_EXPERIMENT_ID"] = options.experiment_id
+        body = payload.submit_body(
+            name=payload.run_name(project, entry.name),
+            new_cluster=spec.new_cluster,
+            libraries=preflight.libraries(spec, deps, requirement_names),
+            launcher=launcher_name,
+            archive_name=packed.name,
+            command=command,
+            timeout_seconds=round(options.timeout),
+            token=payload.idempotency_token(session_id(self.config), self.nodeid),
+            env=env,
+        )
+        uploads = (
+            Upload(launcher_name, launcher_data),
+            Upload(packed.name, packed.data),
+            *(Upload(name, path.read_bytes()) for path, name in requirement_names.items()),
+        )
+        self.user_properties.append(("archive_sha256", packed.sha256))
+        return Job(
+            nodeid=self.nodeid,
+            label=f"{project.name}::{entry.name}",
+            body=body,
+            uploads=uploads,
+            timeout=options.timeout,
+        )
+
+    # --- running ------------------------------------------------------------------------
+
+    def runtest(self) -> None:
+        job = self.prepared()
+        report_problems(self, self._warnings)
+        options = self.config.stash[CONFIG_KEY].databricks
+        if options.dry_run:
+            self._dry_run(job, options.upload_dir or PLACEHOLDER_DIR)
+            return
+        runs = coordinator(self.config)
+        if not runs.started:
+            runs.start(self._session_share())
+        job = runs.ensure(job)
+        runs.wait(job)
+        self._report(job)
+
+    def _session_share(self) -> list[Job]:
+        """Jobs for this process's share of the session's Databricks items (all of them
+        without xdist); items that skip or fail in preparation are left out."""
+        from pytest_mlproject.databricks.session import share
+
+        options = self.config.stash[CONFIG_KEY].databricks
+        index, count, _ = share(options.max_parallel)
+        items = [item for item in self.session.items if isinstance(item, DatabricksItem)]
+        jobs = []
+        for position, item in enumerate(items):
+            if item is not self and position % count != index:
+                continue
+            try:
+                jobs.append(item.prepared())
+            except (pytest.skip.Exception, MLprojectFailure):
+                continue
+        return jobs
+
+    def _dry_run(self, job: Job, upload_dir: str) -> None:
+        body = json.loads(json.dumps(job.body))
+        task = body["tasks"][0]
+        launcher = task["spark_python_task"]["python_file"]
+        task["spark_python_task"]["python_file"] = f"{upload_dir}/{launcher}"
+        for library in task.get("libraries", []):
+            if "requirements" in library and "/" not in library["requirements"]:
+                library["requirements"] = f"{upload_dir}/{library['requirements']}"
+        self.payload = body
+        text = json.dumps(body, indent=2, sort_keys=True)
+        self.add_report_section("call", "runs/submit payload (dry run)", text)
+        self.user_properties.append(("databricks_payload", json.dumps(body, sort_keys=True)))
+
+    def _report(self, job: Job) -> None:
+        state = job.state
+        properties: list[tuple[str, object]] = [("databricks_label", job.label)]
+        if job.run_id is not None:
+            properties.append(("databricks_run_id", str(job.run_id)))
+        if state is not None:
+            properties += [
+                ("databricks_run_page_url", state.run_page_url or ""),
+                ("databricks_result_state", state.result or state.life_cycle),
+                ("databricks_setup_ms", str(state.setup_ms or "")),
+                ("databricks_execution_ms", str(state.execution_ms or "")),
+                ("databricks_run_duration_ms", str(state.run_duration_ms or "")),
+            ]
+        properties.append(("git_commit", self.context.commit or ""))
+        self.user_properties.extend(properties)
+        output = job.output
+        if output is not None and output.logs:
+            self.add_report_section("call", "Databricks run log", output.logs)
+        if job.error is None and state is not None and state.passed:
+            return
+        raise MLprojectFailure(self._failure_lines(job))
+
+    def _failure_lines(self, job: Job) -> list[str]:
+        state, output = job.state, job.output
+        head = f"{self._where()}: entry point {self.entry_point.name!r} on Databricks"
+        if job.run_id is not None:
+            head += f", run {job.run_id}"
+        error = job.error
+        runs = self.config.stash.get(COORDINATOR_KEY, None)
+        if error is not None and runs is not None and error == runs.connect_error:
+            # Said in full once, on the first item that met it; the others say it short.
+            if runs.connect_error_shown:
+                error = error.splitlines()[0] + " (how to give credentials: see above)"
+            runs.connect_error_shown = True
+        lines = [f"{head}: {error or (state.describe() if state else 'no state')}"]
+        if state is not None and state.run_page_url:
+            lines.append(f"run page: {state.run_page_url}")
+        if output is not None:
+            if output.error:
+                lines.append(f"error: {output.error}")
+            if output.error_trace:
+                lines.append("--- error trace ---")
+                lines.extend(output.error_trace.rstrip("\n").splitlines()[-TAIL_LINES:])
+            tail = output.logs.rstrip("\n").splitlines()[-TAIL_LINES:]
+            if tail:
+                truncated = " (the run's log was truncated)" if output.logs_truncated else ""
+                lines.append(f"--- last {len(tail)} lines of the run's log{truncated} ---")
+                lines.extend(tail)
+        return lines
+
+    def _where(self) -> str:
+        descriptor = self.context.project.descriptor
+        path = descriptor if descriptor is not None else Path(self.path)
+        try:
+            shown = str(path.relative_to(self.config.rootpath))
+        except ValueError:
+            shown = str(path)
+        return f"{shown}:{self.entry_point.line}"
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, MLprojectFailure):
+            return "\n".join(excinfo.value.lines)
+        return str(super().repr_failure(excinfo, style))
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, self.entry_point.line - 1, self.nodeid

@@ -1,0 +1,439 @@
+"""Every Databricks run of a pytest process, in flight together, watched by one poller.
+
+The first ``::databricks`` item to run starts the :class:`Coordinator` with every selected
+Databricks item of the session (this worker's share of them under pytest-xdist). It connects
+once, uploads each archive once, and submits up to ``--databricks-max-parallel`` runs at
+once; a poller thread follows them all and submits the next as slots free up. Each item then
+only waits for its own run, so N entry points take about as long as the slowest.
+
+Every run this process submits is its to finish: a run past its deadline is cancelled, and
+at the end of the session (also after Ctrl-C, SIGTERM or ``-x``) every run still active is
+cancelled, and the terminal says which.
+
+Runs are submitted with an idempotency token made from the session id and the item's node
+id: a retried submit returns the run already started, and an xdist worker that runs an item
+another worker submitted gets that run back instead of starting a second one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import queue
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+from pytest_mlproject.databricks.workspace import (
+    CredentialsError,
+    DatabricksError,
+    RunOutput,
+    RunState,
+    Workspace,
+)
+
+#: Polling starts fast (runs on a warm pool start in seconds) and backs off to at most
+#: this many seconds; ``PYTEST_MLPROJECT_MAX_POLL_INTERVAL`` changes it.
+MAX_POLL_INTERVAL = 30.0
+FIRST_POLL_INTERVAL = 1.0
+#: How long the poller keeps trying when the workspace does not answer, per run.
+LOST_CONTACT_AFTER = 600.0
+
+
+@dataclass
+class Upload:
+    """A file to put beside the launcher: a project archive or a requirements file."""
+
+    name: str
+    data: bytes
+
+
+@dataclass
+class Job:
+    """One entry point's run, from preparation to its end."""
+
+    nodeid: str
+    label: str
+    #: The ``runs/submit`` body, complete but for ``{upload_dir}`` placeholders resolved by
+    #: :meth:`Coordinator._body`.
+    body: Mapping[str, Any]
+    uploads: tuple[Upload, ...]
+    timeout: float
+    run_id: int | None = None
+    state: RunState | None = None
+    output: RunOutput | None = None
+    #: A failure of ours rather than the run's: could not submit, lost contact, timed out.
+    error: str | None = None
+    cancelled: bool = False
+    submitted_at: float | None = None
+    finished_at: float | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+    _next_poll: float = 0.0
+    _interval: float = FIRST_POLL_INTERVAL
+    _failing_since: float | None = None
+
+
+class Coordinator:
+    """Submits, follows and cancels the runs of one pytest process."""
+
+    def __init__(
+        self,
+        *,
+        profile: str | None,
+        upload_dir: str | None,
+        max_parallel: int,
+        echo: Callable[[str], None],
+        connect: Callable[[], Workspace] | None = None,
+    ) -> None:
+        self.profile = profile
+        self.upload_dir = upload_dir
+        self.max_parallel = max_parallel
+        self._echo = echo
+        # One stuck call must not stall the poller for every run: the SDK retries each call
+        # for at most this long, and the poller gives up on a run after LOST_CONTACT_AFTER.
+        self._connect = connect or (lambda: Workspace.connect(profile, retry_timeout=30.0))
+        self.workspace: Workspace | None = None
+        self.connect_error: str | None = None
+        self.connect_error_shown = False
+        self.jobs: dict[str, Job] = {}
+        self._waiting: list[Job] = []
+        self._lock = threading.RLock()
+        self._messages: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+        self._uploaded: set[str] = set()
+        self._previous_sigterm: Any = None
+        self.started = False
+        self.max_interval = float(
+            os.environ.get("PYTEST_MLPROJECT_MAX_POLL_INTERVAL") or MAX_POLL_INTERVAL
+        )
+
+    # --- starting ---------------------------------------------------------------------
+
+    def start(self, jobs: list[Job]) -> None:
+        """Connect, upload and submit ``jobs`` (as many as the limit allows). Main thread."""
+        self.started = True
+        with self._lock:
+            for job in jobs:
+                self.jobs.setdefault(job.nodeid, job)
+        if not jobs:
+            return
+        try:
+            self.workspace = self._connect()
+        except CredentialsError as exc:
+            self.connect_error = str(exc)
+            for job in jobs:
+                self._finish(job, error=self.connect_error)
+            return
+        if self.upload_dir is None:
+            self.upload_dir = self.workspace.home_upload_dir()
+        self._install_sigterm()
+        for job in jobs:
+            self._enqueue(job)
+        self._submit_waiting()
+        self._poller = threading.Thread(
+            target=self._poll_loop, name="mlproject-poller", daemon=True
+        )
+        self._poller.start()
+
+    def ensure(self, job: Job) -> Job:
+        """The job for an item this process did not start with (xdist: another worker's
+        share). Submitting it again returns the run already started, thanks to its token."""
+        with self._lock:
+            known = self.jobs.get(job.nodeid)
+            if known is not None:
+                return known
+            self.jobs[job.nodeid] = job
+        if self.connect_error is not None:
+            self._finish(job, error=self.connect_error)
+        elif self.workspace is None:
+            self.start([job])
+        else:
+            self._enqueue(job, first=True)
+            self._submit_waiting()
+        return job
+
+    def _enqueue(self, job: Job, first: bool = False) -> None:
+        with self._lock:
+            if first:
+                self._waiting.insert(0, job)
+            else:
+                self._waiting.append(job)
+
+    def _in_flight(self) -> int:
+        return sum(
+            1 for job in self.jobs.values() if job.run_id is not None and not job.done.is_set()
+        )
+
+    def _submit_waiting(self) -> None:
+        while True:
+            with self._lock:
+                if not self._waiting or self._in_flight() >= self.max_parallel:
+                    return
+                job = self._waiting.pop(0)
+            self._submit(job)
+
+    def _submit(self, job: Job) -> None:
+        workspace = self.workspace
+        assert workspace is not None
+        assert self.upload_dir is not None
+        try:
+            for upload in job.uploads:
+                if upload.name not in self._uploaded:
+                    sent = workspace.upload(self.upload_dir, upload.name, upload.data)
+                    self._uploaded.add(upload.name)
+                    if sent:
+                        self._say(f"uploaded {upload.name} to {self.upload_dir}")
+            body = self._body(job, workspace)
+            with _interrupts_deferred():
+                # Ctrl-C between the server starting the run and us learning its id would
+                # leave a run nobody cancels: the interrupt waits until the id is kept.
+                run_id = workspace.submit(body)
+                with self._lock:
+                    job.run_id = run_id
+                    job.submitted_at = time.monotonic()
+            state = workspace.get_run(run_id)
+        except DatabricksError as exc:
+            self._finish(job, error=f"could not submit the run: {exc}")
+            return
+        with self._lock:
+            job.state = state
+            job._next_poll = time.monotonic() + FIRST_POLL_INTERVAL
+        link = state.run_page_url or f"run {run_id}"
+        self._say(f"{job.label}: submitted run {run_id}: {link}")
+
+    def _body(self, job: Job, workspace: Workspace) -> dict[str, Any]:
+        """The submit body with the launcher's location filled in."""
+        assert self.upload_dir is not None
+        body = dict(job.body)
+        task = dict(body["tasks"][0])
+        python_task = dict(task["spark_python_task"])
+        python_task["python_file"] = workspace.cluster_path(
+            self.upload_dir, python_task["python_file"]
+        )
+        task["spark_python_task"] = python_task
+        libraries = [
+            {"requirements": workspace.cluster_path(self.upload_dir, library["requirements"])}
+            if "requirements" in library and "/" not in library["requirements"]
+            else library
+            for library in task.get("libraries", [])
+        ]
+        if libraries:
+            task["libraries"] = libraries
+        body["tasks"] = [task]
+        return body
+
+    # --- waiting ----------------------------------------------------------------------
+
+    def wait(self, job: Job, deadline: float | None = None) -> Job:
+        """Block until ``job`` ends, printing what happens meanwhile. Main thread only.
+
+        Past ``deadline`` (a ``time.monotonic()`` value; by default the job's own timeout
+        from its submission), the run is cancelled and the job fails as timed out.
+        """
+        while not job.done.wait(0.2):
+            self.flush()
+            if job.submitted_at is None:
+                with self._lock:
+                    gone = self._poller is None or not self._poller.is_alive()
+                    queued = job in self._waiting
+                if gone and not queued:
+                    self._finish(job, error="the run was never submitted")
+                continue
+            limit = deadline if deadline is not None else job.submitted_at + grace(job.timeout)
+            if time.monotonic() > limit:
+                if self._cancel(job, f"timed out after {job.timeout:g} s"):
+                    self._finish(
+                        job,
+                        error=f"no result within {job.timeout:g} s (--databricks-timeout); "
+                        "the run was cancelled",
+                    )
+                else:  # it ended meanwhile: report how, from its final state
+                    self._poll(job)
+                    self._finish(job, error=None if job.done.is_set() else "no result in time")
+        self.flush()
+        return job
+
+    def flush(self) -> None:
+        """Print the messages the poller queued. Main thread only."""
+        while True:
+            try:
+                self._echo(self._messages.get_nowait())
+            except queue.Empty:
+                return
+
+    def _say(self, message: str) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._echo(f"Databricks: {message}")
+        else:
+            self._messages.put(f"Databricks: {message}")
+
+    # --- polling ----------------------------------------------------------------------
+
+    def _poll_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                active = [
+                    j for j in self.jobs.values() if j.run_id is not None and not j.done.is_set()
+                ]
+                waiting = bool(self._waiting)
+            if not active and not waiting:
+                if self._stop.wait(0.2):
+                    return
+                continue
+            now = time.monotonic()
+            for job in active:
+                if job._next_poll <= now and not self._stop.is_set():
+                    self._poll(job)
+            self._submit_waiting()
+            due = min((j._next_poll for j in active), default=now + 0.2)
+            self._stop.wait(max(0.05, min(due - time.monotonic(), 1.0)))
+
+    def _poll(self, job: Job) -> None:
+        workspace = self.workspace
+        assert workspace is not None
+        assert job.run_id is not None
+        now = time.monotonic()
+        try:
+            state = workspace.get_run(job.run_id)
+        except CredentialsError as exc:
+            self._finish(job, error=f"the workspace stopped accepting our credentials: {exc}")
+            return
+        except DatabricksError as exc:
+            job._failing_since = job._failing_since or now
+            if now - job._failing_since > LOST_CONTACT_AFTER:
+                self._finish(job, error=f"lost contact with the workspace: {exc}")
+            else:
+                job._next_poll = now + min(job._interval, self.max_interval)
+            return
+        job._failing_since = None
+        previous = job.state
+        job.state = state
+        if previous is None or (previous.life_cycle, previous.result) != (
+            state.life_cycle,
+            state.result,
+        ):
+            self._say(f"{job.label}: run {job.run_id} is {state.describe()}")
+            job._interval = min(FIRST_POLL_INTERVAL, self.max_interval)
+        else:
+            job._interval = min(job._interval * 1.5, self.max_interval)
+        if state.terminal:
+            if state.task_run_id is not None:  # the run's own output, passed or not
+                try:
+                    job.output = workspace.get_output(state.task_run_id)
+                except DatabricksError:
+                    job.output = None  # the failure still shows its state and message
+            self._finish(job)
+            return
+        jitter = random.uniform(0.9, 1.1)  # many runs should not poll in lock-step
+        job._next_poll = now + job._interval * jitter
+
+    def _finish(self, job: Job, error: str | None = None) -> None:
+        with self._lock:
+            if job.done.is_set():
+                return
+            if error is not None:
+                job.error = error
+            job.finished_at = time.monotonic()
+            if job in self._waiting:
+                self._waiting.remove(job)
+            job.done.set()
+
+    # --- cancelling -------------------------------------------------------------------
+
+    def _cancel(self, job: Job, why: str) -> bool:
+        """Cancel the job's run if it is still going; ``True`` if it was."""
+        workspace = self.workspace
+        if workspace is None or job.run_id is None or job.done.is_set() or job.cancelled:
+            return False
+        job.cancelled = True
+        try:
+            cancelled = workspace.cancel(job.run_id)
+        except DatabricksError as exc:
+            self._echo(f"Databricks: could not cancel run {job.run_id} ({job.label}): {exc}")
+            return False
+        if cancelled:
+            self._echo(f"Databricks: cancelled run {job.run_id} ({job.label}): {why}")
+        return cancelled
+
+    def close(self, why: str = "the session ended before it finished") -> None:
+        """Cancel every run still active, stop polling, and restore SIGTERM. Main thread."""
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join(timeout=10)
+        with self._lock:
+            active = [j for j in self.jobs.values() if j.run_id is not None and not j.done.is_set()]
+            for job in self._waiting:
+                self._finish(job, error=why)
+        for job in active:
+            self._cancel(job, why)
+            self._finish(job, error=f"cancelled: {why}")
+        self.flush()
+        if self.workspace is not None:
+            self.workspace.close()
+        self._restore_sigterm()
+
+    def _install_sigterm(self) -> None:
+        """SIGTERM (a CI runner stopping the job) ends the session like Ctrl-C does, so the
+        runs are cancelled on the way out instead of left running."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def interrupt(signum: int, frame: FrameType | None) -> None:
+            raise KeyboardInterrupt(f"signal {signum}")
+
+        self._previous_sigterm = signal.signal(signal.SIGTERM, interrupt)
+
+    def _restore_sigterm(self) -> None:
+        if (
+            self._previous_sigterm is not None
+            and threading.current_thread() is threading.main_thread()
+        ):
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+            self._previous_sigterm = None
+
+
+def grace(timeout: float) -> float:
+    """How long to wait for a run before cancelling it: its own timeout, which Databricks
+    enforces, plus a little (5%, at least 5 s, at most a minute) for Databricks to end it
+    and say so itself."""
+    return timeout + min(60.0, max(5.0, timeout * 0.05))
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block ends, then deliver them. Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        caught.append(signum)
+
+    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for signum in caught[:1]:
+            signal.raise_signal(signum)
+
+
+def share(limit: int) -> tuple[int, int, int]:
+    """This process's part of the work under pytest-xdist: (worker index, workers, limit).
+
+    Each worker submits the items whose position modulo the number of workers is its own,
+    and keeps at most its share of ``--databricks-max-parallel`` in flight.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+    return index, count, max(1, math.ceil(limit / count))

@@ -1,0 +1,375 @@
+"""``pytest --mlproject --databricks`` end to end, through the real SDK, against the fake
+workspace (a real HTTP server on 127.0.0.1 that runs what is submitted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import textwrap
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+
+import databricks.sdk
+import pytest
+
+from pytest_mlproject.testing import FakeWorkspace
+
+# pytester's in-process runs restore sys.modules afterwards; the SDK (and requests) must be
+# loaded before them, or the next import builds a second copy whose classes do not match.
+assert databricks.sdk.WorkspaceClient is not None
+
+TOKEN = "dapi-e2e-secret-0123456789abcdef"
+SPEC = {"spark_version": "15.4.x-scala2.12", "node_type_id": "Standard_DS3_v2", "num_workers": 0}
+
+DESCRIPTOR = """\
+name: demo
+entry_points:
+  main:
+    parameters:
+      greeting: {type: string, default: hello}
+      data: {type: path, default: data/input.txt}
+    command: "python main.py {greeting} {data}"
+  fails:
+    command: "python fail.py"
+  slow:
+    parameters:
+      seconds: {type: float, default: 2}
+    command: "python slow.py {seconds}"
+"""
+
+SCRIPTS = {
+    "main.py": "import sys\nprint('main says', sys.argv[1], open(sys.argv[2]).read().strip())\n",
+    "fail.py": "import sys\nprint('about to fail')\nsys.exit('boom: the model diverged')\n",
+    "slow.py": "import sys, time\ntime.sleep(float(sys.argv[1]))\nprint('slept')\n",
+    "data/input.txt": "forty-two\n",
+}
+
+
+@pytest.fixture
+def workspace(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeWorkspace]:
+    fake = FakeWorkspace(token=TOKEN).start()
+    monkeypatch.setenv("DATABRICKS_HOST", fake.host)
+    monkeypatch.setenv("DATABRICKS_TOKEN", TOKEN)
+    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(tmp_path / "no-databrickscfg"))
+    monkeypatch.setenv("PYTEST_MLPROJECT_MAX_POLL_INTERVAL", "0.3")
+    for name in ("DATABRICKS_CONFIG_PROFILE", "DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    yield fake
+    fake.stop()
+
+
+def make_project(root: Path, descriptor: str = DESCRIPTOR, **extra: str) -> Path:
+    project = root / "demo"
+    for name, text in {"MLproject": descriptor, **SCRIPTS, **extra}.items():
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text(textwrap.dedent(text) if name == "MLproject" else text)
+    (root / "cluster.json").write_text(json.dumps(SPEC))
+    return project
+
+
+def run(pytester: pytest.Pytester, *args: str, select: str = "") -> pytest.RunResult:
+    """``pytest --mlproject --databricks`` on the Databricks items (``select``: a -k filter)."""
+    return pytester.runpytest(
+        "--mlproject",
+        "--databricks",
+        "--databricks-cluster-spec",
+        "cluster.json",
+        "-p",
+        "no:cacheprovider",
+        "-k",
+        f"databricks and ({select})" if select else "databricks",
+        *args,
+    )
+
+
+def submitted_runs(fake: FakeWorkspace) -> list[int]:
+    client = fake.client()
+    return [run.run_id for run in client.jobs.list_runs() if run.run_id is not None]
+
+
+def test_pass_fail_and_slow_in_one_session(
+    pytester: pytest.Pytester, workspace: FakeWorkspace
+) -> None:
+    make_project(pytester.path)
+    result = run(pytester, "--junitxml=out.xml")
+    result.assert_outcomes(passed=2, failed=1)
+    output = result.stdout.str()
+    result.stdout.fnmatch_lines(
+        [
+            "*demo/MLproject:*: entry point 'fails' on Databricks, run *: TERMINATED FAILED*",
+            "run page: http://127.0.0.1:*",
+            "*boom: the model diverged*",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        ["*= Databricks runs =*", "PASSED  SUCCESS*demo/MLproject::main::databricks"]
+    )
+    assert workspace.active_runs() == []
+    assert len(submitted_runs(workspace)) == 3
+    tree = ET.parse(pytester.path / "out.xml")
+    properties = {
+        (case.get("name"), case.get("classname")): {
+            p.get("name"): p.get("value") for p in case.iter("property")
+        }
+        for case in tree.iter("testcase")
+    }
+    main = properties[("databricks", "demo.MLproject.main")]
+    assert main["databricks_result_state"] == "SUCCESS"
+    assert str(main["databricks_run_page_url"]).startswith(workspace.host)
+    assert len(str(main["archive_sha256"])) == 64
+    assert TOKEN not in (pytester.path / "out.xml").read_text()
+    assert TOKEN not in output
+
+
+def test_runs_are_concurrent_not_serial(
+    pytester: pytest.Pytester, workspace: FakeWorkspace
+) -> None:
+    descriptor = (
+        "entry_points:\n"
+        + "".join(f"  e{i}:\n    command: python slow.py 2\n" for i in range(4))
+        + "  main:\n    command: python slow.py 2\n"
+    )
+    make_project(pytester.path, descriptor)
+    started = time.monotonic()
+    run(pytester).assert_outcomes(passed=5)
+    # Five runs of 2 s each: far less than the 10 s they would take one after another.
+    assert time.monotonic() - started < 9
+
+
+def test_max_parallel_bounds_the_runs_in_flight(
+    pytester: pytest.Pytester, workspace: FakeWorkspace
+) -> None:
+    descriptor = (
+        "entry_points:\n"
+        + "".join(f"  e{i}:\n    command: python slow.py 0.5\n" for i in range(3))
+        + "  main:\n    command: python slow.py 0.5\n"
+    )
+    make_project(pytester.path, descriptor)
+    run(pytester, "--databricks-max-parallel", "1").assert_outcomes(passed=4)
+    starts = [e.at for e in workspace.log.calls("POST", "runs/submit")]
+    assert len(starts) == 4
+    assert starts == sorted(starts)
+
+
+def test_retries_never_start_a_second_run(
+    pytester: pytest.Pytester, workspace: FakeWorkspace
+) -> None:
+    make_project(pytester.path)
+    workspace.faults.set(error_rate=0.3, error_status=503, drop_rate=0.1, path_pattern="jobs")
+    result = run(pytester)
+    result.assert_outcomes(passed=2, failed=1)
+    assert len(submitted_runs(workspace)) == 3
+    tokens = {
+        e.body["idempotency_token"] for e in workspace.log.calls("POST", "runs/submit") if e.body
+    }
+    assert len(tokens) == 3
+
+
+def test_the_runs_own_timeout_ends_it(pytester: pytest.Pytester, workspace: FakeWorkspace) -> None:
+    make_project(pytester.path)
+    result = run(
+        pytester, "--mlproject-param", "slow:seconds=60", "--databricks-timeout", "2", select="slow"
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*entry point 'slow' on Databricks, run *: *TIMEDOUT*"])
+    assert workspace.active_runs() == []
+
+
+@pytest.mark.parametrize("outcome", ["SKIPPED", "INTERNAL_ERROR"])
+def test_runs_without_a_result_fail_without_hanging(
+    pytester: pytest.Pytester, workspace: FakeWorkspace, outcome: str
+) -> None:
+    make_project(pytester.path)
+    workspace.faults.set(run_outcome=outcome)
+    result = run(pytester, select="main")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([f"*{outcome}*"])
+
+
+@pytest.mark.parametrize("fields", ["state", "status"])
+def test_servers_that_send_one_kind_of_state(
+    pytester: pytest.Pytester, workspace: FakeWorkspace, fields: str
+) -> None:
+    make_project(pytester.path)
+    workspace.faults.set(state_fields=fields)
+    run(pytester).assert_outcomes(passed=2, failed=1)
+
+
+def test_unchanged_project_is_not_uploaded_again(
+    pytester: pytest.Pytester, workspace: FakeWorkspace
+) -> None:
+    make_project(pytester.path)
+    run(pytester, select="main").assert_outcomes(passed=1)
+    first = workspace.log.calls("POST", "workspace/import")
+    assert len(first) == 2  # the launcher and the archive
+    workspace.log.clear()
+    run(pytester, select="main").assert_outcomes(passed=1)
+    assert workspace.log.calls("POST", "workspace/import") == []
+
+
+def test_preflight_refusals_make_no_request(
+    pytester: pytest.Pytester, workspace: FakeWorkspace
+) -> None:
+    make_project(pytester.path)
+    (pytester.path / "cluster.json").write_text(json.dumps({**SPEC, "existing_cluster_id": "1"}))
+    result = run(pytester)
+    result.assert_outcomes(failed=3)
+    result.stdout.fnmatch_lines(["*MLP701*new cluster*"])
+    assert workspace.log.entries() == []
+
+
+def test_docker_projects_are_refused_before_any_request(
+    pytester: pytest.Pytester, workspace: FakeWorkspace
+) -> None:
+    make_project(pytester.path, "docker_env: {image: x}\n" + DESCRIPTOR)
+    result = run(pytester, select="main")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*MLP706 Running docker-based projects on Databricks*"])
+    assert workspace.log.entries() == []
+
+
+def test_missing_parameters_skip(pytester: pytest.Pytester, workspace: FakeWorkspace) -> None:
+    make_project(
+        pytester.path,
+        "entry_points:\n  main:\n    parameters: {n: float}\n    command: python main.py {n}\n",
+    )
+    result = run(pytester, "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*No value given for missing parameters: 'n'*--mlproject-param*"])
+    assert workspace.log.entries() == []
+
+
+def test_dry_run_prints_payloads_and_calls_nothing(
+    pytester: pytest.Pytester, workspace: FakeWorkspace
+) -> None:
+    make_project(pytester.path)
+    result = run(pytester, "--databricks-dry-run", select="main")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*Databricks dry run: runs/submit payloads*",
+            '*"python_file": "/Workspace/Users/<you>/.pytest-mlproject/mlproject-launcher-*.py"*',
+        ]
+    )
+    assert workspace.log.entries() == []
+    assert TOKEN not in result.stdout.str()
+
+
+def test_missing_credentials_are_one_clear_message(
+    pytester: pytest.Pytester, workspace: FakeWorkspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_project(pytester.path)
+    monkeypatch.setenv("DATABRICKS_TOKEN", "dapi-wrong")
+    result = run(pytester)
+    result.assert_outcomes(failed=3)
+    result.stdout.fnmatch_lines(
+        [
+            "*refused the credentials*",
+            "*DATABRICKS_HOST*DATABRICKS_TOKEN*",
+            "*--databricks-profile NAME*",
+            "*refused the credentials*(how to give credentials: see above)",
+        ]
+    )
+    assert result.stdout.str().count("--databricks-profile NAME") == 1
+    assert workspace.log.calls("POST", "workspace/import") == []
+    assert "dapi-wrong" not in result.stdout.str()
+
+
+def test_the_archive_holds_no_secret(pytester: pytest.Pytester, workspace: FakeWorkspace) -> None:
+    make_project(pytester.path, **{".databrickscfg": f"token = {TOKEN}\n", ".env": TOKEN})
+    run(pytester, select="main").assert_outcomes(passed=1)
+    archives = list(workspace.root.rglob("*.tar.gz"))
+    assert len(archives) == 1
+    with tarfile.open(archives[0]) as tar:
+        names = tar.getnames()
+        data = b"".join(tar.extractfile(m).read() for m in tar.getmembers() if m.isfile())  # type: ignore[union-attr]
+    assert ".env" not in names
+    assert ".databrickscfg" not in names
+    assert TOKEN.encode() not in data
+
+
+def test_xdist(pytester: pytest.Pytester, workspace: FakeWorkspace) -> None:
+    make_project(pytester.path)
+    result = run(pytester, "-n", "2")
+    result.assert_outcomes(passed=2, failed=1)
+    assert len(submitted_runs(workspace)) == 3
+    assert workspace.active_runs() == []
+
+
+def test_interrupt_cancels_every_active_run(
+    pytester: pytest.Pytester, workspace: FakeWorkspace
+) -> None:
+    make_project(pytester.path)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "--mlproject",
+        "--databricks",
+        "--databricks-cluster-spec",
+        "cluster.json",
+        "-p",
+        "no:cacheprovider",
+        "-k",
+        "slow and databricks",
+        "--mlproject-param",
+        "slow:seconds=120",
+    ]
+    process = subprocess.Popen(
+        command, cwd=pytester.path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    deadline = time.monotonic() + 60
+    while not workspace.active_runs() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert workspace.active_runs(), "the run was never submitted"
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=60)
+    assert b"cancelled run" in out
+    assert workspace.active_runs() == []
+
+
+def test_sigterm_cancels_every_active_run(
+    pytester: pytest.Pytester, workspace: FakeWorkspace
+) -> None:
+    make_project(pytester.path)
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "--mlproject",
+        "--databricks",
+        "--databricks-cluster-spec",
+        "cluster.json",
+        "-p",
+        "no:cacheprovider",
+        "-k",
+        "slow and databricks",
+        "--mlproject-param",
+        "slow:seconds=120",
+    ]
+    process = subprocess.Popen(
+        command, cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    deadline = time.monotonic() + 60
+    while not workspace.active_runs() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=60)
+    assert b"cancelled run" in out, out.decode()
+    assert workspace.active_runs() == []
+
+
+def test_path_values_travel_inside_the_archive(
+    pytester: pytest.Pytester, workspace: FakeWorkspace
+) -> None:
+    make_project(pytester.path)
+    result = run(pytester, "-rA", select="main")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*main says hello forty-two*"])

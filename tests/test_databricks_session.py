@@ -1,0 +1,124 @@
+"""The coordinator on its own: deadlines, cancelling at the end, parallelism and shares."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from pytest_mlproject.databricks import session
+from pytest_mlproject.databricks.workspace import Workspace
+from pytest_mlproject.testing import FakeWorkspace
+
+TOKEN = "dapi-session-test"
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeWorkspace]:
+    workspace = FakeWorkspace(token=TOKEN).start()
+    # A launcher that sleeps: uploaded once, run by every job.
+    (workspace.root / "Workspace" / "Shared").mkdir(parents=True, exist_ok=True)
+    yield workspace
+    workspace.stop()
+
+
+def coordinator(fake: FakeWorkspace, lines: list[str], limit: int = 4) -> session.Coordinator:
+    return session.Coordinator(
+        profile=None,
+        upload_dir="/Workspace/Shared/tests",
+        max_parallel=limit,
+        echo=lines.append,
+        connect=lambda: Workspace.connect(host=fake.host, token=TOKEN),
+    )
+
+
+def job(name: str, seconds: float, timeout: float = 0) -> session.Job:
+    script = f"import time\ntime.sleep({seconds})\nprint('done {name}')\n".encode()
+    body = {
+        "run_name": name,
+        "idempotency_token": f"token-{name}-{time.time_ns()}",
+        "timeout_seconds": int(timeout),
+        "tasks": [
+            {
+                "task_key": "mlproject",
+                "new_cluster": {"spark_version": "15.4.x-scala2.12", "num_workers": 0},
+                "spark_python_task": {"python_file": f"{name}.py", "parameters": []},
+            }
+        ],
+    }
+    return session.Job(
+        nodeid=name,
+        label=name,
+        body=body,
+        uploads=(session.Upload(f"{name}.py", script),),
+        timeout=timeout or 3600,
+    )
+
+
+def test_a_run_past_its_deadline_is_cancelled(fake: FakeWorkspace) -> None:
+    fake.faults.set(pending_polls=10_000)
+    lines: list[str] = []
+    runs = coordinator(fake, lines)
+    stuck = job("stuck", 0)
+    runs.start([stuck])
+    runs.wait(stuck, deadline=time.monotonic() + 1)
+    assert stuck.error == "no result within 3600 s (--databricks-timeout); the run was cancelled"
+    assert any(
+        line.startswith(f"Databricks: cancelled run {stuck.run_id} (stuck)") for line in lines
+    )
+    runs.close()
+    assert fake.active_runs() == []
+
+
+def test_close_cancels_what_is_still_running(fake: FakeWorkspace) -> None:
+    lines: list[str] = []
+    runs = coordinator(fake, lines)
+    jobs = [job(f"long{i}", 60) for i in range(3)]
+    runs.start(jobs)
+    assert len(fake.active_runs()) == 3
+    runs.close("the test ended")
+    assert fake.active_runs() == []
+    assert all(j.error == "cancelled: the test ended" for j in jobs)
+    assert sum("cancelled run" in line for line in lines) == 3
+
+
+def test_at_most_max_parallel_in_flight(fake: FakeWorkspace) -> None:
+    lines: list[str] = []
+    runs = coordinator(fake, lines, limit=2)
+    jobs = [job(f"short{i}", 0.3) for i in range(5)]
+    runs.start(jobs)
+    peak = 0
+    while not all(j.done.is_set() for j in jobs):
+        peak = max(peak, len(fake.active_runs()))
+        time.sleep(0.02)
+    runs.close()
+    assert peak <= 2
+    assert all(j.state is not None and j.state.passed for j in jobs)
+
+
+def test_grace_before_cancelling() -> None:
+    assert session.grace(2) == 7
+    assert session.grace(600) == 630
+    assert session.grace(7200) == 7260
+
+
+@pytest.mark.parametrize(
+    ("worker", "count", "limit", "expected"),
+    [
+        ("", "", 16, (0, 1, 16)),
+        ("gw1", "4", 16, (1, 4, 4)),
+        ("gw0", "3", 16, (0, 3, 6)),
+        ("gw2", "4", 1, (2, 4, 1)),
+    ],
+)
+def test_xdist_share(
+    monkeypatch: pytest.MonkeyPatch,
+    worker: str,
+    count: str,
+    limit: int,
+    expected: tuple[int, int, int],
+) -> None:
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", count)
+    assert session.share(limit) == expected
