@@ -44,7 +44,8 @@ class ClusterSpec:
 
     @property
     def origin(self) -> str:
-        return str(self.path) if self.path is not None else "--databricks-cluster-spec"
+        """How messages name the spec; one read from a file is named by the problem's path."""
+        return "the cluster spec" if self.path is not None else "the inline cluster spec"
 
     def line_of(self, key: str) -> int:
         """The first line mentioning ``"key"`` in the JSON text (1 when inline or absent)."""
@@ -125,7 +126,7 @@ def check_spec(spec: ClusterSpec, descriptor: Path) -> Iterator[Problem]:
         yield problem(
             "existing_cluster_id",
             "MLP701",
-            f"the cluster spec ({spec.origin}) names an existing cluster; MLflow project runs "
+            f"{spec.origin} names an existing cluster; MLflow project runs "
             "on Databricks must provide a *new cluster* specification: replace "
             "`existing_cluster_id` with a new-cluster spec (spark_version, node_type_id, "
             "num_workers)",
@@ -134,14 +135,14 @@ def check_spec(spec: ClusterSpec, descriptor: Path) -> Iterator[Problem]:
         yield problem(
             "cluster_spec",
             "MLP703",
-            f"the cluster spec ({spec.origin}) is wrapped in `cluster_spec`; write the "
+            f"{spec.origin} is wrapped in `cluster_spec`; write the "
             'new-cluster object itself, or {"new_cluster": {...}, "libraries": [...]}',
         )
     if "new_cluster" not in raw and "libraries" in raw:
         yield problem(
             "libraries",
             "MLP702",
-            f"the cluster spec ({spec.origin}) is a bare new-cluster object with `libraries` "
+            f"{spec.origin} is a bare new-cluster object with `libraries` "
             "inside it, where Databricks ignores them (MLflow nests them in new_cluster): "
             'write {"new_cluster": {...}, "libraries": [...]}',
         )
@@ -158,7 +159,7 @@ def _library_problems(library: Mapping[str, Any], problem: Any, origin: str) -> 
         yield problem(
             "libraries",
             "MLP704",
-            f"library {json.dumps(library)} in the cluster spec ({origin}) must have exactly "
+            f"library {json.dumps(library)} in {origin} must have exactly "
             f"one of {', '.join(LIBRARY_KINDS)}",
         )
         return
@@ -170,7 +171,7 @@ def _library_problems(library: Mapping[str, Any], problem: Any, origin: str) -> 
         yield problem(
             kind,
             "MLP704",
-            f"library {json.dumps(library)} in the cluster spec ({origin}) is an "
+            f"library {json.dumps(library)} in {origin} is an "
             f"{'egg' if kind == 'egg' or location.lower().endswith('.egg') else 'jar'}; "
             "Databricks does not run MLflow projects with egg or jar libraries (eggs are not "
             "supported from Runtime 14): build a wheel and list it as `whl` or `pypi`",
@@ -181,7 +182,7 @@ def _library_problems(library: Mapping[str, Any], problem: Any, origin: str) -> 
         yield problem(
             kind,
             "MLP705",
-            f"library {location!r} in the cluster spec ({origin}) is a path on this "
+            f"library {location!r} in {origin} is a path on this "
             "machine, which the cluster cannot read: upload it to the workspace "
             "(/Workspace/...), a volume (/Volumes/...) or DBFS, and give that path",
         )
