@@ -122,3 +122,17 @@ def test_xdist_share(
     monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
     monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", count)
     assert session.share(limit) == expected
+
+
+@pytest.mark.parametrize(("limit", "workers"), [(16, 3), (16, 5), (7, 2), (16, 16), (5, 8)])
+def test_xdist_shares_add_up_to_the_limit(
+    monkeypatch: pytest.MonkeyPatch, limit: int, workers: int
+) -> None:
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", str(workers))
+    shares = []
+    for index in range(workers):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", f"gw{index}")
+        shares.append(session.share(limit)[2])
+    # Never more than the limit, but every worker can have one run.
+    assert sum(shares) == max(limit, workers)
+    assert min(shares) >= 1

@@ -18,7 +18,6 @@ another worker submitted gets that run back instead of starting a second one.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import queue
 import random
@@ -431,9 +430,13 @@ def share(limit: int) -> tuple[int, int, int]:
     """This process's part of the work under pytest-xdist: (worker index, workers, limit).
 
     Each worker submits the items whose position modulo the number of workers is its own,
-    and keeps at most its share of ``--databricks-max-parallel`` in flight.
+    and keeps at most its share of ``--databricks-max-parallel`` in flight. The shares add
+    up to the limit (rounding up for every worker would overshoot it: 3 workers and a limit
+    of 16 would allow 18), except that every worker may have one run, so a limit below the
+    number of workers allows one run per worker.
     """
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
     index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
-    return index, count, max(1, math.ceil(limit / count))
+    base, extra = divmod(limit, count)
+    return index, count, max(1, base + (1 if index < extra else 0))
