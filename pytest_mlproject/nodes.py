@@ -13,6 +13,7 @@ descriptor that cannot be read is a failing ``::spec`` item, never a collection 
 from __future__ import annotations
 
 import functools
+import os
 import traceback
 import warnings
 from collections.abc import Iterable, Sequence
@@ -186,6 +187,18 @@ def _databricks_problems(context: ProjectContext, config: MLprojectConfig) -> li
             problems.extend(preflight.project_problems(project, spec, host))
         problems.extend(preflight.entry_problems(project, entry))
     return sorted(set(problems), key=lambda p: (str(p.path), p.line, p.code))
+
+
+# pytest marks Dir final for type checkers only; extending its collect() is the one way to
+# add an item for a link that its directory walk skips.
+class DirWithBrokenDescriptor(pytest.Dir):  # type: ignore[misc]
+    """A folder collected as usual, plus its broken ``MLproject`` link as a failing item."""
+
+    def collect(self) -> Iterable[pytest.Item | pytest.Collector]:
+        yield from super().collect()
+        for entry in sorted(os.scandir(self.path), key=lambda e: e.name):
+            if entry.name.lower() == "mlproject" and entry.is_symlink() and not entry.is_file():
+                yield MLprojectFile.from_parent(self, path=Path(entry.path))
 
 
 class MisnamedFile(pytest.File):

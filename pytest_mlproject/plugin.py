@@ -8,6 +8,7 @@ the first time a descriptor is collected.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -231,6 +232,46 @@ def _add_mlproject_paths(config: pytest.Config, settings: MLprojectConfig) -> No
     for path in settings.paths:
         if path.resolve() not in present:
             config.args.append(str(path))
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Do not follow a symbolic link back into a folder being searched.
+
+    pytest follows links to folders, and a link to an ancestor (``up -> ..``) makes the walk
+    grow without end. With ``--mlproject``, where whole repositories are searched, such links
+    are left out.
+    """
+    settings = config.stash.get(CONFIG_KEY, None)
+    if settings is None or not settings.enabled or not collection_path.is_symlink():
+        return None
+    try:
+        target = collection_path.resolve(strict=True)
+        parent = collection_path.parent.resolve(strict=True)
+    except (OSError, RuntimeError):  # a broken link or a loop of links
+        return True
+    if target.is_dir() and (target == parent or target in parent.parents):
+        return True
+    return None
+
+
+def pytest_collect_directory(path: Path, parent: Collector) -> pytest.Collector | None:
+    """A folder holding a broken link named MLproject: pytest skips links that lead nowhere,
+    so such a folder gets a collector that also reports the link as a failing descriptor."""
+    settings = parent.config.stash.get(CONFIG_KEY, None)
+    if settings is None or not settings.enabled or (path / "__init__.py").exists():
+        return None
+    try:
+        broken = any(
+            entry.name.lower() == "mlproject" and entry.is_symlink() and not entry.is_file()
+            for entry in os.scandir(path)
+        )
+    except OSError:
+        return None
+    if not broken:
+        return None
+    from pytest_mlproject.nodes import DirWithBrokenDescriptor
+
+    return DirWithBrokenDescriptor.from_parent(parent, path=path)
 
 
 def pytest_collect_file(file_path: Path, parent: Collector) -> pytest.Collector | None:

@@ -146,3 +146,24 @@ def test_session_goes_on_past_hostile_files(pytester: pytest.Pytester) -> None:
             "deep/MLproject:1: MLP103 *",
         ]
     )
+
+
+def test_links_back_into_the_tree_are_not_followed(pytester: pytest.Pytester) -> None:
+    (pytester.path / "a").mkdir()
+    (pytester.path / "a" / "MLproject").write_text(GOOD)
+    (pytester.path / "a" / "train.py").write_text("")
+    (pytester.path / "a" / "up").symlink_to("..")
+    (pytester.path / "a" / "self").symlink_to("../a")
+    result = pytester.runpytest("--mlproject", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+
+
+def test_broken_link_named_mlproject_is_a_failing_item(pytester: pytest.Pytester) -> None:
+    (pytester.path / "p").mkdir()
+    (pytester.path / "p" / "MLproject").symlink_to(pytester.path / "nowhere")
+    (pytester.path / "p" / "test_other.py").write_text("def test_other(): pass\n")
+    result = pytester.runpytest("--mlproject", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        ["p/MLproject:1: MLP106 the file does not exist (a broken symbolic link?)*"]
+    )
