@@ -203,3 +203,11 @@ def test_launcher_finds_a_bare_archive_name_beside_itself(tmp_path: Path) -> Non
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "trained"
+
+
+@pytest.mark.parametrize(("timeout", "seconds"), [(0.4, 1), (2, 2), (2.5, 3), (7200, 7200)])
+def test_run_timeouts_are_whole_seconds_never_zero(timeout: float, seconds: int) -> None:
+    from pytest_mlproject.databricks import payload
+
+    # 0 would mean "no time limit" to Databricks.
+    assert payload.timeout_seconds(timeout) == seconds

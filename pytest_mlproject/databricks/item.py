@@ -178,7 +178,7 @@ class DatabricksItem(pytest.Item):
             launcher=launcher_name,
             archive_name=packed.name,
             command=command,
-            timeout_seconds=round(options.timeout),
+            timeout_seconds=payload.timeout_seconds(options.timeout),
             token=payload.idempotency_token(session_id(self.config), self.nodeid),
             env=env,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
 import urllib.parse
 from collections.abc import Mapping
@@ -54,6 +55,13 @@ def cluster_command(project: Project, entry: EntryPoint, values: Mapping[str, An
 def idempotency_token(session: str, nodeid: str) -> str:
     """Unique to this session and item, the same on every retry (at most 64 characters)."""
     return hashlib.sha256(f"{session}\0{nodeid}".encode()).hexdigest()[:64]
+
+
+def timeout_seconds(timeout: float) -> int:
+    """A run's ``timeout_seconds`` for a time limit in seconds: whole seconds, rounded up and
+    at least 1, since Databricks reads 0 as "no limit" (``round`` made 0.4 s mean none, and
+    2.5 s mean 2)."""
+    return max(1, math.ceil(timeout))
 
 
 def run_name(project: Project, entry: str) -> str:
