@@ -73,7 +73,9 @@ class RunItem(pytest.Item):
         values = user_values(self.context, entry, self.config)
         reason = reason or missing_reason(entry, values)
         if reason is not None:
-            pytest.skip(reason)
+            # Shown at the entry point (`SKIPPED [1] p/MLproject:4: ...`), as a skip marker
+            # is shown at its test, not at this line of the plugin.
+            raise pytest.skip.Exception(reason, _use_item_location=True)
         try:
             command = commands.render_command(entry, values, base_dir=project.directory)
         except MLprojectError as exc:
