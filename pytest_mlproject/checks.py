@@ -192,6 +192,8 @@ def environment(project: Project) -> Iterator[Problem]:
             f"`{key}` points outside the project folder ({env_file}); that file does not "
             "travel with the project (Git URIs, Databricks archives): move it into the project",
         )
+        # Not read either: a pull request must not make CI print lines of files elsewhere.
+        return
     if key == "python_env":
         yield from _python_env_file(project, env_file)
     else:

@@ -219,6 +219,16 @@ def _read_bytes(descriptor: Path, limits: _yaml.Limits) -> tuple[bytes | None, P
         return None, Problem(descriptor, 1, code, message)
 
     try:
+        if descriptor.is_symlink() and descriptor.exists():
+            # Problems quote what they read (keys, lines): a pull request must not be able to
+            # make CI print a file from elsewhere on the machine through a link.
+            target = descriptor.resolve()
+            if descriptor.parent.resolve() not in target.parents:
+                return fail(
+                    "MLP106",
+                    "this is a symbolic link to a file outside the project folder, which "
+                    "pytest-mlproject does not read: put the descriptor in the project",
+                )
         mode = descriptor.stat().st_mode
         if stat.S_ISDIR(mode):
             return fail("MLP106", "this is a folder, not a file; MLflow expects a YAML file here")

@@ -167,3 +167,34 @@ def test_broken_link_named_mlproject_is_a_failing_item(pytester: pytest.Pytester
     result.stdout.fnmatch_lines(
         ["p/MLproject:1: MLP106 the file does not exist (a broken symbolic link?)*"]
     )
+
+
+def test_a_link_to_a_file_outside_the_project_is_not_read(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.yaml"
+    secret.write_text("token: dapi-leak-me\n")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "MLproject").symlink_to(secret)
+    [problem] = checks.check(project)
+    assert problem.code == "MLP106"
+    assert "outside the project folder" in problem.message
+    assert "dapi" not in problem.message
+
+
+def test_a_link_inside_the_project_is_read(tmp_path: Path) -> None:
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "project.yaml").write_text(GOOD)
+    (tmp_path / "train.py").write_text("")
+    (tmp_path / "MLproject").symlink_to("configs/project.yaml")
+    assert codes(tmp_path) == []
+
+
+def test_an_environment_file_outside_the_project_is_not_read(tmp_path: Path) -> None:
+    (tmp_path / "env.yaml").write_text("token: dapi-leak-me\n")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "MLproject").write_text("python_env: ../env.yaml\n" + GOOD)
+    (project / "train.py").write_text("")
+    problems = checks.check(project)
+    assert [p.code for p in problems] == ["MLP310"]
+    assert all("dapi" not in p.message for p in problems)
