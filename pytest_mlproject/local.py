@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol
 
 from pytest_mlproject.commands import render_command
 from pytest_mlproject.problems import MLprojectError
@@ -61,6 +61,14 @@ _SHOWN_ENV = (
     "MLFLOW_EXPERIMENT_NAME",
     "MLFLOW_RUN_ID",
 )
+
+
+class Echo(Protocol):
+    """Where live output goes (``sys.stdout``, or anything that writes text)."""
+
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
 
 
 class RunError(MLprojectError):
@@ -157,7 +165,7 @@ def run_entry_point(
     base_dir: Path | str | None = None,
     timeout: float | None = None,
     env: Mapping[str, str] | None = None,
-    echo: TextIO | None = None,
+    echo: Echo | None = None,
     commit: str | None = None,
     max_output: int = MAX_OUTPUT,
     tail_output: int = TAIL_OUTPUT,
@@ -197,7 +205,7 @@ def run_command(
     *,
     timeout: float | None = None,
     env: Mapping[str, str] | None = None,
-    echo: TextIO | None = None,
+    echo: Echo | None = None,
     commit: str | None = None,
     environment: str | None = None,
     entry_point: str | None = None,
@@ -287,7 +295,7 @@ class _Capture:
     """One output stream: the first ``head`` bytes, then a rolling window of the last
     ``tail`` bytes, and a count of what fell between them."""
 
-    def __init__(self, head: int, tail: int, echo: TextIO | None) -> None:
+    def __init__(self, head: int, tail: int, echo: Echo | None) -> None:
         self.head_limit = head
         self.tail_limit = tail
         self.head = bytearray()

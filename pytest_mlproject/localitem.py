@@ -7,13 +7,14 @@ its full output goes into report sections, and the failure message keeps the tai
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_mlproject import commands, local
+from pytest_mlproject import commands, local, redact
 from pytest_mlproject.config import CONFIG_KEY
 from pytest_mlproject.nodes import MLprojectFailure
 from pytest_mlproject.problems import MLprojectError
@@ -80,21 +81,33 @@ class RunItem(pytest.Item):
             command = commands.render_command(entry, values, base_dir=project.directory)
         except MLprojectError as exc:
             raise MLprojectFailure([f"{self._where()}: {exc}"]) from None
-        self.user_properties.append(("command", command))
+        self.user_properties.append(("command", redact.scrub(command)))
         settings = self.config.stash[CONFIG_KEY]
         # The command line and the ini file win over pytest-mlproject.yaml, as for parameters.
         timeout = settings.timeout
         if not settings.timeout_given:
             timeout = self.context.settings.timeout(entry.name) or settings.timeout
         live = self.config.getoption("capture") == "no"
-        result = local.run_command(
-            command,
-            project.directory,
-            timeout=timeout,
-            echo=sys.stdout if live else None,
-            commit=self.context.commit,
-            environment=local.environment_description(project),
-            entry_point=entry.name,
+        echo = redact.ScrubbingWriter(sys.stdout) if live else None
+        try:
+            result = local.run_command(
+                command,
+                project.directory,
+                timeout=timeout,
+                echo=echo,
+                commit=self.context.commit,
+                environment=local.environment_description(project),
+                entry_point=entry.name,
+            )
+        finally:
+            if echo is not None:
+                echo.close()
+        # The project's code may print its environment: what we show holds no secret.
+        result = dataclasses.replace(
+            result,
+            command=redact.scrub(result.command),
+            stdout=redact.scrub(result.stdout),
+            stderr=redact.scrub(result.stderr),
         )
         self.user_properties.extend(
             [

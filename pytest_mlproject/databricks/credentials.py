@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-REDACTED = "***"
+from pytest_mlproject.redact import BEARER, DATABRICKS_PAT, REDACTED
 
 CREDENTIAL_WAYS = """\
 Provide Databricks credentials in one of these ways:
@@ -30,8 +30,6 @@ Provide Databricks credentials in one of these ways:
     (databricks auth login --host <workspace URL>).
 See https://docs.databricks.com/en/dev-tools/auth/index.html"""
 
-_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9\-._~+/]+=*")
-_PAT = re.compile(r"\bdapi[0-9a-f]{32}(?:-\d+)?\b")
 _OUR_SETTINGS = ("http_timeout_seconds=", "retry_timeout_seconds=")
 
 
@@ -57,8 +55,8 @@ class Secrets:
             values = sorted(self._values, key=len, reverse=True)
         for value in values:
             text = text.replace(value, REDACTED)
-        text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
-        return _PAT.sub(REDACTED, text)
+        text = BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+        return DATABRICKS_PAT.sub(REDACTED, text)
 
 
 def without_our_settings(text: str) -> str:
