@@ -44,8 +44,20 @@ def cache_dir(config: pytest.Config) -> Path:
     return folder
 
 
+class FailedSource(pytest.Collector):
+    """A project URI that could not be fetched or read: named after the URI, so ``-k`` finds
+    it, and collected like any node, so pytest counts its item."""
+
+    def __init__(self, *, message: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.message = message
+
+    def collect(self) -> list[pytest.Item]:
+        return [SourceFailure.from_parent(self, name=SPEC_ITEM, message=self.message)]
+
+
 class SourceFailure(pytest.Item):
-    """A project URI that could not be fetched or read."""
+    """The one item of a project URI that could not be fetched or read."""
 
     def __init__(self, *, message: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -85,17 +97,18 @@ def uri_items(
                     "point the URI at a project folder with #subdir"
                 )
         except SourceError as exc:
-            items.append(
-                SourceFailure.from_parent(
-                    session,
-                    name=SPEC_ITEM,
-                    nodeid=f"{shown}::{SPEC_ITEM}",
-                    message=f"{shown}: {exc}" if shown not in str(exc) else str(exc),
-                )
+            failed = FailedSource.from_parent(
+                session,
+                name=shown,
+                nodeid=shown,
+                message=f"{shown}: {exc}" if shown not in str(exc) else str(exc),
             )
+            items.extend(session.genitems(failed))
             continue
+        # Named like its node id: `-k` then matches the URI, not the cache folder's path.
+        nodeid = f"{shown}/{descriptor.name}"
         node = MLprojectFile.from_parent(
-            session, path=descriptor, source=source, nodeid=f"{shown}/{descriptor.name}"
+            session, path=descriptor, source=source, name=nodeid, nodeid=nodeid
         )
         items.extend(session.genitems(node))
     return items
