@@ -195,12 +195,15 @@ def environment(project: Project) -> Iterator[Problem]:
         # Not read either: a pull request must not make CI print lines of files elsewhere.
         return
     if key == "python_env":
-        yield from _python_env_file(project, env_file)
+        yield from _python_env_file(env_file)
     else:
-        yield from _conda_file(project, env_file)
+        yield from _conda_file(env_file)
 
 
-def _env_document(project: Project, env_file: Path, code: str) -> tuple[Any, list[Problem]]:
+def _env_document(
+    env_file: Path, code: str, not_a_mapping: str
+) -> tuple[_yaml.YamlMap | None, list[Problem]]:
+    """The environment file as a mapping, or the problems that say why it is not one."""
     try:
         data = env_file.read_bytes()[: _yaml.DEFAULT_LIMITS.max_bytes + 1]
         if len(data) > _yaml.DEFAULT_LIMITS.max_bytes:
@@ -210,22 +213,20 @@ def _env_document(project: Project, env_file: Path, code: str) -> tuple[Any, lis
         return None, [Problem(env_file, exc.issue.line, code, f"{exc.issue.message}; fix the YAML")]
     except (OSError, ValueError) as exc:
         return None, [Problem(env_file, 1, code, f"cannot read the environment file: {exc}")]
+    if not isinstance(value, _yaml.YamlMap):
+        return None, [Problem(env_file, 1, code, not_a_mapping)]
     return value, []
 
 
-def _python_env_file(project: Project, env_file: Path) -> Iterator[Problem]:
-    doc, problems = _env_document(project, env_file, "MLP308")
+def _python_env_file(env_file: Path) -> Iterator[Problem]:
+    doc, problems = _env_document(
+        env_file,
+        "MLP308",
+        "a python_env file must be a mapping with `python`, `build_dependencies` and "
+        "`dependencies`; MLflow fails to build the environment from it",
+    )
     yield from problems
-    if problems:
-        return
-    if not isinstance(doc, _yaml.YamlMap):
-        yield Problem(
-            env_file,
-            1,
-            "MLP308",
-            "a python_env file must be a mapping with `python`, `build_dependencies` and "
-            "`dependencies`; MLflow fails to build the environment from it",
-        )
+    if doc is None:
         return
     for key in doc:
         if key not in PYTHON_ENV_KEYS:
@@ -268,19 +269,15 @@ def _written_value(path: Path, line: int) -> str | None:
     return match.group(1) if match else None
 
 
-def _conda_file(project: Project, env_file: Path) -> Iterator[Problem]:
-    doc, problems = _env_document(project, env_file, "MLP309")
+def _conda_file(env_file: Path) -> Iterator[Problem]:
+    doc, problems = _env_document(
+        env_file,
+        "MLP309",
+        "a conda environment file must be a mapping with `dependencies:`; "
+        "conda cannot create an environment from it",
+    )
     yield from problems
-    if problems:
-        return
-    if not isinstance(doc, _yaml.YamlMap):
-        yield Problem(
-            env_file,
-            1,
-            "MLP309",
-            "a conda environment file must be a mapping with `dependencies:`; "
-            "conda cannot create an environment from it",
-        )
+    if doc is None:
         return
     deps = doc.get("dependencies")
     if "dependencies" in doc and not isinstance(deps, _yaml.YamlSeq):

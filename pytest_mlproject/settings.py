@@ -32,7 +32,7 @@ from typing import Any
 from pytest_mlproject import _yaml
 from pytest_mlproject.commands import ParamSpec
 from pytest_mlproject.problems import Problem
-from pytest_mlproject.spec import Project, implicit_entry_point
+from pytest_mlproject.spec import Project, implicit_entry_point, kind_of
 
 __all__ = [
     "SETTINGS_FILE",
@@ -193,20 +193,6 @@ def _origin_line(origin: str) -> int:
     return int(line) if head and line.isdigit() else 1
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (list, tuple)):
-        return "list"
-    if isinstance(value, dict):
-        return "mapping"
-    if isinstance(value, str):
-        return "string"
-    return type(value).__name__
-
-
 class _Reader:
     def __init__(self, path: Path, problems: list[Problem]) -> None:
         self.path = path
@@ -286,7 +272,7 @@ class _Reader:
             self.problem(
                 getattr(document, "line", 1),
                 "MLP801",
-                f"the settings file's top level is a {_kind(document)}, not a mapping; "
+                f"the settings file's top level is a {kind_of(document)}, not a mapping; "
                 f"write keys such as {', '.join(TOP_KEYS)} at the top level",
             )
             return None
@@ -313,7 +299,7 @@ class _Reader:
         self.problem(
             parent.line_of(key),
             "MLP803",
-            f"`{where}{key}` is a {_kind(value)}, not a mapping; write `NAME: VALUE` lines "
+            f"`{where}{key}` is a {kind_of(value)}, not a mapping; write `NAME: VALUE` lines "
             "indented under it",
         )
         return False
@@ -333,7 +319,7 @@ class _Reader:
                 self.problem(
                     line,
                     "MLP803",
-                    f"parameter name {name!r} is a {_kind(name)} in YAML (yes, no, on, off "
+                    f"parameter name {name!r} is a {kind_of(name)} in YAML (yes, no, on, off "
                     "and null are not strings); quote the name",
                 )
                 continue
@@ -350,7 +336,7 @@ class _Reader:
         self.problem(
             line,
             "MLP803",
-            f"{what} has a {_kind(value)} value; give a string or a number (quote it to keep "
+            f"{what} has a {kind_of(value)} value; give a string or a number (quote it to keep "
             'it exactly as written, e.g. "0.10" or "1e-3")',
         )
         return None
@@ -364,7 +350,7 @@ class _Reader:
             self.problem(
                 line,
                 "MLP803",
-                f"settings of entry point {name!r} are a {_kind(body)}, not a mapping; write "
+                f"settings of entry point {name!r} are a {kind_of(body)}, not a mapping; write "
                 f"keys such as {', '.join(ENTRY_POINT_KEYS)} indented under it",
             )
             return None
@@ -392,7 +378,7 @@ class _Reader:
         self.problem(
             parent.line_of("skip"),
             "MLP803",
-            f"`{where}` is a {_kind(value)}; write `skip: true` or `skip: REASON` (a string)",
+            f"`{where}` is a {kind_of(value)}; write `skip: true` or `skip: REASON` (a string)",
         )
         return None
 
@@ -416,7 +402,7 @@ class _Reader:
             self.problem(
                 body.line_of("cluster_spec"),
                 "MLP803",
-                f"`{where}: cluster_spec` is a {_kind(spec)}; give the path of a JSON or YAML "
+                f"`{where}: cluster_spec` is a {kind_of(spec)}; give the path of a JSON or YAML "
                 "file beside the settings file, or the cluster spec itself as a mapping",
             )
             spec = None

@@ -182,7 +182,7 @@ def read(
                 descriptor,
                 getattr(document, "line", 1),
                 "MLP202",
-                f"the descriptor's top level is a {_kind(document)}, not a mapping; "
+                f"the descriptor's top level is a {kind_of(document)}, not a mapping; "
                 "MLflow fails on it with AttributeError: write `name:`, `entry_points:` "
                 "and an environment key at the top level",
             ),
@@ -270,17 +270,20 @@ def _empty_document() -> _yaml.YamlMap:
     return document
 
 
-def _kind(value: Any) -> str:
+def kind_of(value: Any) -> str:
+    """How a message names the YAML type of ``value``: null, list, mapping, string..."""
     if value is None:
         return "null"
-    if isinstance(value, list):
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (list, tuple)):
         return "list"
     if isinstance(value, dict):
         return "mapping"
     if isinstance(value, str):
         return "string"
-    if isinstance(value, bool):
-        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
     return type(value).__name__
 
 
@@ -320,7 +323,7 @@ class _Builder:
             self.problem(
                 doc.line_of("entry_points"),
                 "MLP203",
-                f"`entry_points` is a {_kind(raw)}, not a mapping; MLflow fails on it with "
+                f"`entry_points` is a {kind_of(raw)}, not a mapping; MLflow fails on it with "
                 "AttributeError: write each entry point as `NAME:` with `command:` under it",
             )
             return {}
@@ -331,7 +334,7 @@ class _Builder:
 
     def entry_point(self, name: str, body: Any, line: int) -> EntryPoint:
         if not isinstance(body, _yaml.YamlMap):
-            hint = "is empty" if body is None else f"is a {_kind(body)}, not a mapping"
+            hint = "is empty" if body is None else f"is a {kind_of(body)}, not a mapping"
             self.problem(
                 line,
                 "MLP204",
@@ -356,7 +359,7 @@ class _Builder:
             self.problem(
                 body.line_of("command"),
                 "MLP206",
-                f"the command of entry point {name!r} is a {_kind(command)}, not a string; "
+                f"the command of entry point {name!r} is a {kind_of(command)}, not a string; "
                 "MLflow fails on it when it runs: quote it, or use a `|` block for "
                 "several lines",
                 name,
@@ -371,7 +374,7 @@ class _Builder:
                     body.line_of("parameters"),
                     "MLP207",
                     f"`parameters` of entry point {name!r} is "
-                    + ("empty" if raw is None else f"a {_kind(raw)}, not a mapping")
+                    + ("empty" if raw is None else f"a {kind_of(raw)}, not a mapping")
                     + "; MLflow fails on it with AttributeError: list parameters as "
                     "`NAME: TYPE` or `NAME: {type: TYPE, default: VALUE}`, or remove the key",
                     name,
@@ -395,7 +398,7 @@ class _Builder:
             line,
             "MLP208",
             f"parameter {name!r} is "
-            + ("empty" if spec is None else f"a {_kind(spec)}")
+            + ("empty" if spec is None else f"a {kind_of(spec)}")
             + ", neither a type name nor a mapping; MLflow fails on it with AttributeError: "
             f"write `{name}: {{type: string, default: ...}}` or `{name}: string`",
             entry_point,
@@ -419,7 +422,7 @@ class _Builder:
                 self.problem(
                     doc.line_of("docker_env"),
                     "MLP304",
-                    f"`docker_env` is a {_kind(docker)}, not a mapping; MLflow fails on it "
+                    f"`docker_env` is a {kind_of(docker)}, not a mapping; MLflow fails on it "
                     "with AttributeError: write `docker_env:` with `image: NAME` under it",
                 )
                 return "docker_env", None, None
@@ -433,7 +436,7 @@ class _Builder:
                 self.problem(
                     doc.line_of(key),
                     "MLP303",
-                    f"`{key}` is a {_kind(value)}, not a file name; MLflow fails on it: "
+                    f"`{key}` is a {kind_of(value)}, not a file name; MLflow fails on it: "
                     f"write the environment file's path, e.g. `{key}: "
                     + ("python_env.yaml`" if key == "python_env" else "conda.yaml`"),
                 )
