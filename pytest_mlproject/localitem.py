@@ -7,9 +7,14 @@ its full output goes into report sections, and the failure message keeps the tai
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -48,6 +53,34 @@ def missing_reason(entry_point: EntryPoint, values: dict[str, str]) -> str | Non
         f"No value given for missing parameters: {names}; give them with {example}, "
         "the ini key mlproject_params, or pytest-mlproject.yaml beside the MLproject file"
     )
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Make SIGTERM (a CI runner cancelling the job) interrupt the run as Ctrl-C does.
+
+    The command runs in a session of its own, which a signal to pytest never reaches: left
+    to SIGTERM's default, pytest would die at once and the command would go on running. As
+    a Ctrl-C, the run ends the command's process group on the way out (and one that lands
+    while the command starts is held back until it can). A handler set by anyone else, for
+    either signal, is left alone.
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        signal.raise_signal(signal.SIGINT)
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 class RunItem(pytest.Item):
@@ -90,15 +123,16 @@ class RunItem(pytest.Item):
         live = self.config.getoption("capture") == "no"
         echo = redact.ScrubbingWriter(sys.stdout) if live else None
         try:
-            result = local.run_command(
-                command,
-                project.directory,
-                timeout=timeout,
-                echo=echo,
-                commit=self.context.commit,
-                environment=local.environment_description(project),
-                entry_point=entry.name,
-            )
+            with _sigterm_interrupts():
+                result = local.run_command(
+                    command,
+                    project.directory,
+                    timeout=timeout,
+                    echo=echo,
+                    commit=self.context.commit,
+                    environment=local.environment_description(project),
+                    entry_point=entry.name,
+                )
         finally:
             if echo is not None:
                 echo.close()
