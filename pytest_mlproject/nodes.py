@@ -119,20 +119,8 @@ class MLprojectFile(pytest.File):
         self.source = source
 
     def collect(self) -> Iterable[pytest.Item | pytest.Collector]:
-        config = _settings(self)
         try:
-            project, problems = spec.read(self.path)
-            context = None
-            if project is not None:
-                settings = read_settings(project.directory)
-                context = ProjectContext(project, settings, self.source)
-                problems = (
-                    *checks.check(project),
-                    *settings.problems,
-                    *check_settings(settings, project),
-                    *_databricks_problems(context, config),
-                )
-            problems = tuple(p for p in problems if p.code not in config.ignore)
+            context, problems = descriptor_problems(self.path, _settings(self), self.source)
         except Exception:
             # A bug of ours must not abort the session (one collection error hides every
             # other result), but it must not hide either: the item fails with the traceback.
@@ -140,7 +128,7 @@ class MLprojectFile(pytest.File):
                 self, name=SPEC_ITEM, problems=(), internal_error=traceback.format_exc()
             )
             return
-        names = set(project.entry_points) if project is not None else set()
+        names = set(context.project.entry_points) if context is not None else set()
         whole = tuple(p for p in problems if p.entry_point not in names)
         yield ProblemsItem.from_parent(self, name=SPEC_ITEM, problems=whole, line=1)
         if context is None:
@@ -153,6 +141,25 @@ class MLprojectFile(pytest.File):
                 entry_point=entry,
                 problems=tuple(p for p in problems if p.entry_point == entry.name),
             )
+
+
+def descriptor_problems(
+    path: Path, config: MLprojectConfig, source: Source | None = None
+) -> tuple[ProjectContext | None, tuple[Problem, ...]]:
+    """The project at ``path`` (``None`` when it cannot be read) and every problem its items
+    report, the ignored rules left out. ``mlproject-check`` reports the same, through this."""
+    project, problems = spec.read(path)
+    context = None
+    if project is not None:
+        settings = read_settings(project.directory)
+        context = ProjectContext(project, settings, source)
+        problems = (
+            *checks.check(project),
+            *settings.problems,
+            *check_settings(settings, project),
+            *_databricks_problems(context, config),
+        )
+    return context, tuple(p for p in problems if p.code not in config.ignore)
 
 
 def _databricks_problems(context: ProjectContext, config: MLprojectConfig) -> list[Problem]:
