@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -23,10 +24,11 @@ from pytest_mlproject import commands, local, redact
 from pytest_mlproject.config import CONFIG_KEY
 from pytest_mlproject.nodes import MLprojectFailure
 from pytest_mlproject.problems import MLprojectError
-from pytest_mlproject.spec import EntryPoint
+from pytest_mlproject.spec import EntryPoint, Project
 
 if TYPE_CHECKING:
     from pytest_mlproject.nodes import ProjectContext
+    from pytest_mlproject.settings import Settings
 
 #: Lines of each output stream shown in the failure message; the rest is in report sections.
 TAIL_LINES = 30
@@ -83,6 +85,54 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def run_timeout(config: pytest.Config, settings: Settings, entry_point: str) -> float:
+    """The time limit of a local run: the command line and the ini file win over
+    pytest-mlproject.yaml, as for parameters; then the default."""
+    session = config.stash[CONFIG_KEY]
+    if session.timeout_given:
+        return session.timeout
+    return settings.timeout(entry_point) or session.timeout
+
+
+def run_locally(
+    config: pytest.Config,
+    project: Project,
+    entry_point: str,
+    command: str,
+    *,
+    timeout: float | None,
+    commit: str | None,
+    env: Mapping[str, str] | None = None,
+) -> local.RunResult:
+    """Run ``command`` in the project's folder as a run item does (the ``mlproject`` fixture
+    too): echoed as it comes with ``-s``, SIGTERM taken as Ctrl-C, and no secret in what
+    the result holds, since the project's code may print its environment."""
+    secrets = redact.secret_values({**os.environ, **(env or {})})
+    live = config.getoption("capture") == "no"
+    echo = redact.ScrubbingWriter(sys.stdout, secrets) if live else None
+    try:
+        with _sigterm_interrupts():
+            result = local.run_command(
+                command,
+                project.directory,
+                timeout=timeout,
+                env=env,
+                echo=echo,
+                commit=commit,
+                environment=local.environment_description(project),
+                entry_point=entry_point,
+            )
+    finally:
+        if echo is not None:
+            echo.close()
+    return dataclasses.replace(
+        result,
+        command=redact.scrub(result.command, secrets),
+        stdout=redact.scrub(result.stdout, secrets),
+        stderr=redact.scrub(result.stderr, secrets),
+    )
+
+
 class RunItem(pytest.Item):
     def __init__(
         self,
@@ -115,34 +165,23 @@ class RunItem(pytest.Item):
         except MLprojectError as exc:
             raise MLprojectFailure([f"{self._where()}: {exc}"]) from None
         self.user_properties.append(("command", redact.scrub(command)))
-        settings = self.config.stash[CONFIG_KEY]
-        # The command line and the ini file win over pytest-mlproject.yaml, as for parameters.
-        timeout = settings.timeout
-        if not settings.timeout_given:
-            timeout = self.context.settings.timeout(entry.name) or settings.timeout
-        live = self.config.getoption("capture") == "no"
-        echo = redact.ScrubbingWriter(sys.stdout) if live else None
+        from pytest_mlproject.trackingitem import end_run, local_status, start_run
+
+        tracked = start_run(self, self.context, entry, values, "local")
         try:
-            with _sigterm_interrupts():
-                result = local.run_command(
-                    command,
-                    project.directory,
-                    timeout=timeout,
-                    echo=echo,
-                    commit=self.context.commit,
-                    environment=local.environment_description(project),
-                    entry_point=entry.name,
-                )
-        finally:
-            if echo is not None:
-                echo.close()
-        # The project's code may print its environment: what we show holds no secret.
-        result = dataclasses.replace(
-            result,
-            command=redact.scrub(result.command),
-            stdout=redact.scrub(result.stdout),
-            stderr=redact.scrub(result.stderr),
-        )
+            result = run_locally(
+                self.config,
+                project,
+                entry.name,
+                command,
+                timeout=run_timeout(self.config, self.context.settings, entry.name),
+                commit=self.context.commit,
+                env=tracked.env() if tracked is not None else None,
+            )
+        except BaseException as exc:  # Ctrl-C or SIGTERM ends the run KILLED
+            end_run(self, tracked, exc)
+            raise
+        end_run(self, tracked, local_status(result))
         self.user_properties.extend(
             [
                 ("exit_code", str(result.exit_code)),
