@@ -25,8 +25,9 @@ from pytest_mlproject.config import (
 if TYPE_CHECKING:
     from _pytest.nodes import Collector
 
-# The `databricks_workspace` fixture; its module imports nothing heavy until it is used.
-pytest_plugins = ["pytest_mlproject.testing.fixtures"]
+# The `databricks_workspace` and `mlproject_databricks` fixtures; their modules import
+# nothing heavy until a test uses them.
+pytest_plugins = ["pytest_mlproject.testing.fixtures", "pytest_mlproject.databricks_fixtures"]
 
 MARKERS = {
     "mlproject": "an item made by pytest-mlproject from an MLproject file",

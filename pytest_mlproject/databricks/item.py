@@ -122,7 +122,6 @@ class DatabricksItem(pytest.Item):
 
     def _prepare(self) -> Job:
         from pytest_mlproject.databricks import archive, payload, preflight
-        from pytest_mlproject.databricks.session import Job, Upload
         from pytest_mlproject.databricks.workspace import configured_host
         from pytest_mlproject.localitem import missing_reason, user_values
         from pytest_mlproject.uriitems import session_id
@@ -162,39 +161,20 @@ class DatabricksItem(pytest.Item):
         if project.directory not in archives:
             archives[project.directory] = archive.pack(project.directory)
         packed = archives[project.directory]
-        deps = preflight.dependencies(project)
-        requirement_names = {
-            path: f"requirements-{archive.content_name(path.read_bytes())}.txt"
-            for path in deps.requirement_files
-        }
-        launcher_name, launcher_data = payload.launcher_source()
-        env = {"MLFLOW_TRACKING_URI": "databricks"}
-        if options.experiment_id:
-            env["MLFLOW_EXPERIMENT_ID"] = options.experiment_id
-        body = payload.submit_body(
-            name=payload.run_name(project, entry.name),
-            new_cluster=spec.new_cluster,
-            libraries=preflight.libraries(spec, deps, requirement_names),
-            launcher=launcher_name,
-            archive_name=packed.name,
+        job = payload.build_job(
+            project,
+            entry.name,
+            spec,
             command=command,
-            timeout_seconds=payload.timeout_seconds(options.timeout),
-            token=payload.idempotency_token(session_id(self.config), self.nodeid),
-            env=env,
-        )
-        uploads = (
-            Upload(launcher_name, launcher_data),
-            Upload(packed.name, packed.data),
-            *(Upload(name, path.read_bytes()) for path, name in requirement_names.items()),
-        )
-        self.user_properties.append(("archive_sha256", packed.sha256))
-        return Job(
+            packed=packed,
             nodeid=self.nodeid,
             label=f"{project.name}::{entry.name}",
-            body=body,
-            uploads=uploads,
+            token=payload.idempotency_token(session_id(self.config), self.nodeid),
             timeout=options.timeout,
+            experiment_id=options.experiment_id,
         )
+        self.user_properties.append(("archive_sha256", packed.sha256))
+        return job
 
     # --- running ------------------------------------------------------------------------
 
@@ -266,6 +246,8 @@ class DatabricksItem(pytest.Item):
         raise MLprojectFailure(self._failure_lines(job))
 
     def _failure_lines(self, job: Job) -> list[str]:
+        from pytest_mlproject.databricks.runstate import detail_lines
+
         state, output = job.state, job.output
         head = f"{self._where()}: entry point {self.entry_point.name!r} on Databricks"
         if job.run_id is not None:
@@ -278,20 +260,7 @@ class DatabricksItem(pytest.Item):
                 error = error.splitlines()[0] + " (how to give credentials: see above)"
             runs.connect_error_shown = True
         lines = [f"{head}: {error or (state.describe() if state else 'no state')}"]
-        if state is not None and state.run_page_url:
-            lines.append(f"run page: {state.run_page_url}")
-        if output is not None:
-            if output.error:
-                lines.append(f"error: {output.error}")
-            if output.error_trace:
-                lines.append("--- error trace ---")
-                lines.extend(output.error_trace.rstrip("\n").splitlines()[-TAIL_LINES:])
-            tail = output.logs.rstrip("\n").splitlines()[-TAIL_LINES:]
-            if tail:
-                truncated = " (the run's log was truncated)" if output.logs_truncated else ""
-                lines.append(f"--- last {len(tail)} lines of the run's log{truncated} ---")
-                lines.extend(tail)
-        return lines
+        return lines + detail_lines(state.run_page_url if state else None, output, TAIL_LINES)
 
     def _where(self) -> str:
         descriptor = self.context.project.descriptor

@@ -1,4 +1,8 @@
-"""The command a cluster runs, and the ``runs/submit`` body that makes it run there."""
+"""The command a cluster runs, and the ``runs/submit`` body that makes it run there.
+
+Shared by the ``::databricks`` items and :func:`pytest_mlproject.databricks.api.submit_entry_point`:
+both render the command with :func:`cluster_command` and make the job with :func:`build_job`.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,17 @@ import os
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_mlproject import commands
 from pytest_mlproject.databricks import preflight
 from pytest_mlproject.problems import MLprojectError
 from pytest_mlproject.spec import EntryPoint, Project
+
+if TYPE_CHECKING:
+    from pytest_mlproject.databricks.archive import Archive
+    from pytest_mlproject.databricks.clusterspec import ClusterSpec
+    from pytest_mlproject.databricks.session import Job
 
 TASK_KEY = "mlproject"
 
@@ -105,3 +114,51 @@ def launcher_source() -> tuple[str, bytes]:
 
     data = Path(launcher.__file__).read_bytes()
     return f"mlproject-launcher-{hashlib.sha256(data).hexdigest()[:16]}.py", data
+
+
+def build_job(
+    project: Project,
+    entry: str,
+    spec: ClusterSpec,
+    *,
+    command: str,
+    packed: Archive,
+    nodeid: str,
+    label: str,
+    token: str,
+    timeout: float,
+    experiment_id: str | None,
+) -> Job:
+    """The job that runs ``command`` (from :func:`cluster_command`) for entry point ``entry``
+    on a new cluster: its submit body, with the launcher and requirements files still bare
+    names that :class:`~pytest_mlproject.databricks.session.Coordinator` places in the upload
+    folder, and the files to upload there (the launcher, the archive, requirements files)."""
+    from pytest_mlproject.databricks import archive
+    from pytest_mlproject.databricks.session import Job, Upload
+
+    deps = preflight.dependencies(project)
+    requirement_names = {
+        path: f"requirements-{archive.content_name(path.read_bytes())}.txt"
+        for path in deps.requirement_files
+    }
+    launcher_name, launcher_data = launcher_source()
+    env = {"MLFLOW_TRACKING_URI": "databricks"}
+    if experiment_id:
+        env["MLFLOW_EXPERIMENT_ID"] = experiment_id
+    body = submit_body(
+        name=run_name(project, entry),
+        new_cluster=spec.new_cluster,
+        libraries=preflight.libraries(spec, deps, requirement_names),
+        launcher=launcher_name,
+        archive_name=packed.name,
+        command=command,
+        timeout_seconds=timeout_seconds(timeout),
+        token=token,
+        env=env,
+    )
+    uploads = (
+        Upload(launcher_name, launcher_data),
+        Upload(packed.name, packed.data),
+        *(Upload(name, path.read_bytes()) for path, name in requirement_names.items()),
+    )
+    return Job(nodeid=nodeid, label=label, body=body, uploads=uploads, timeout=timeout)

@@ -158,3 +158,24 @@ class RunOutput:
     logs_truncated: bool
     error: str | None
     error_trace: str | None
+
+
+def detail_lines(run_page_url: str | None, output: RunOutput | None, tail: int = 40) -> list[str]:
+    """What a failure message shows after its first line: the run page, the run's error,
+    and the last ``tail`` lines of its error trace and of its log."""
+    lines: list[str] = []
+    if run_page_url:
+        lines.append(f"run page: {run_page_url}")
+    if output is None:
+        return lines
+    if output.error:
+        lines.append(f"error: {output.error}")
+    if output.error_trace:
+        lines.append("--- error trace ---")
+        lines.extend(output.error_trace.rstrip("\n").splitlines()[-tail:])
+    logs = output.logs.rstrip("\n").splitlines()[-tail:]
+    if logs:
+        truncated = " (the run's log was truncated)" if output.logs_truncated else ""
+        lines.append(f"--- last {len(logs)} lines of the run's log{truncated} ---")
+        lines.extend(logs)
+    return lines

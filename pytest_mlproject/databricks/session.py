@@ -89,6 +89,7 @@ class Coordinator:
         max_parallel: int,
         echo: Callable[[str], None],
         connect: Callable[[], Workspace] | None = None,
+        close_workspace: bool = True,
     ) -> None:
         self.profile = profile
         self.upload_dir = upload_dir
@@ -98,6 +99,8 @@ class Coordinator:
         # for at most this long, and the poller gives up on a run after LOST_CONTACT_AFTER.
         self._connect = connect or (lambda: Workspace.connect(profile, retry_timeout=30.0))
         self.workspace: Workspace | None = None
+        #: ``False`` when ``connect`` hands over a workspace its caller goes on using.
+        self._close_workspace = close_workspace
         self.connect_error: str | None = None
         self.connect_error_shown = False
         self.jobs: dict[str, Job] = {}
@@ -374,7 +377,7 @@ class Coordinator:
             self._cancel(job, why)
             self._finish(job, error=f"cancelled: {why}")
         self.flush()
-        if self.workspace is not None:
+        if self.workspace is not None and self._close_workspace:
             self.workspace.close()
         self._restore_sigterm()
 

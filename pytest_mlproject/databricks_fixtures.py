@@ -1,0 +1,129 @@
+"""The ``mlproject_databricks`` fixture: submit an entry point from a test, get a result.
+
+The plugin registers this module in every session, so it imports nothing heavy: the
+Databricks machinery (and ``databricks.sdk``) loads when a test first submits something.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_mlproject.config import CONFIG_KEY
+
+if TYPE_CHECKING:
+    from pytest_mlproject.config import DatabricksConfig
+    from pytest_mlproject.databricks.api import DatabricksResult
+    from pytest_mlproject.databricks.clusterspec import ClusterSpec
+    from pytest_mlproject.databricks.workspace import Workspace
+    from pytest_mlproject.spec import Project
+
+#: Given when nothing is to be submitted: tests that submit opt in with ``--databricks``.
+SKIP_WITHOUT_DATABRICKS = (
+    "submits to Databricks: run with --databricks (and a cluster spec, credentials) to run it"
+)
+SKIP_DRY_RUN = "submits to Databricks: nothing is submitted with --databricks-dry-run"
+
+
+class MLprojectDatabricks:
+    """What the ``mlproject_databricks`` fixture yields: :meth:`submit` runs an entry point
+    on Databricks with the session's ``--databricks-*`` options as defaults."""
+
+    def __init__(self, options: DatabricksConfig, rootpath: Path) -> None:
+        self.options = options
+        #: Relative project paths are taken from here (pytest's rootdir).
+        self.rootpath = rootpath
+        #: Every result of this test, in order.
+        self.results: list[DatabricksResult] = []
+        self._workspaces: dict[str | None, Workspace] = {}
+
+    def submit(
+        self,
+        project: str | os.PathLike[str] | Project,
+        entry: str = "main",
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        cluster_spec: str | os.PathLike[str] | Mapping[str, Any] | ClusterSpec | None = None,
+        profile: str | None = None,
+        upload_dir: str | None = None,
+        timeout: float | None = None,
+        experiment_id: str | None = None,
+    ) -> DatabricksResult:
+        """Run ``entry`` of ``project`` on Databricks and wait for it; see
+        :func:`pytest_mlproject.databricks.api.submit_entry_point`.
+
+        Each keyword left out takes the session's option: ``--databricks-profile``,
+        ``--databricks-upload-dir``, ``--databricks-timeout``,
+        ``--databricks-experiment-id``. The cluster spec is ``cluster_spec`` if given, else
+        the project's own in ``pytest-mlproject.yaml``, else ``--databricks-cluster-spec``.
+        """
+        from pytest_mlproject.databricks import api
+        from pytest_mlproject.databricks.workspace import Workspace
+
+        options = self.options
+        if isinstance(project, (str, os.PathLike)):
+            project = self.rootpath / Path(project)
+        loaded = api.load_project(project)
+        if cluster_spec is None:
+            cluster_spec = api.own_cluster_spec(loaded, entry) or options.cluster_spec
+        profile = profile if profile is not None else options.profile
+        submission = api.prepare(
+            loaded,
+            entry,
+            parameters,
+            cluster_spec=cluster_spec,
+            profile=profile,
+            timeout=timeout if timeout is not None else options.timeout,
+            experiment_id=experiment_id if experiment_id is not None else options.experiment_id,
+        )
+        # One connection per profile for the whole test, made once there is a run to submit.
+        workspace = self._workspaces.get(profile)
+        if workspace is None:
+            workspace = self._workspaces[profile] = Workspace.connect(profile)
+        result = api.run(
+            submission,
+            profile=profile,
+            upload_dir=upload_dir if upload_dir is not None else options.upload_dir,
+            workspace=workspace,
+            echo=_echo,
+        )
+        self.results.append(result)
+        return result
+
+    def close(self) -> None:
+        for workspace in self._workspaces.values():
+            workspace.close()
+        self._workspaces.clear()
+
+
+def _echo(line: str) -> None:
+    # Captured with the test's output, and shown beside a failure.
+    print(line, flush=True)
+
+
+@pytest.fixture
+def mlproject_databricks(request: pytest.FixtureRequest) -> Iterator[MLprojectDatabricks]:
+    """Submit MLflow project entry points to Databricks from a test.
+
+    ``mlproject_databricks.submit(project, entry="main", parameters=None, **options)``
+    uploads the project, runs the entry point as a one-time job run on a new cluster, waits,
+    and returns a :class:`~pytest_mlproject.databricks.api.DatabricksResult`
+    (``assert result.passed, result.describe()``). The session's ``--databricks-*`` options
+    are the defaults. Tests using it are skipped unless pytest runs with ``--databricks``:
+    a plain ``pytest`` never spends money on a cluster. A run still going when the test
+    ends (Ctrl-C, an exception) is cancelled.
+    """
+    options = request.config.stash[CONFIG_KEY].databricks
+    if not options.submit:
+        pytest.skip(SKIP_WITHOUT_DATABRICKS)
+    if options.dry_run:
+        pytest.skip(SKIP_DRY_RUN)
+    submitter = MLprojectDatabricks(options, request.config.rootpath)
+    try:
+        yield submitter
+    finally:
+        submitter.close()
