@@ -92,6 +92,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="REF",
         help="branch, tag or commit to check out for Git URIs given with --mlproject-uri.",
     )
+    group.addoption(
+        "--mlproject-summary",
+        default=None,
+        metavar="PATH",
+        help="append a Markdown summary of the session to PATH, e.g. $GITHUB_STEP_SUMMARY. "
+        "Ini: mlproject_summary.",
+    )
     _add_databricks_options(parser, group)
     parser.addini(
         "mlproject_paths",
@@ -107,6 +114,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=[],
     )
     parser.addini("mlproject_timeout", "time limit of each local run, in seconds.", default="")
+    parser.addini("mlproject_summary", "append a Markdown summary to this file.", default="")
     parser.addini("mlproject_strict", "warnings fail their item too.", type="bool", default=False)
     parser.addini(
         "mlproject_ignore",
@@ -223,6 +231,9 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(_XdistHooks(), "mlproject-xdist")
     if settings.enabled:
         _add_mlproject_paths(config, settings)
+        from pytest_mlproject.reporting import configure_reporting
+
+        configure_reporting(config)
 
 
 def _add_mlproject_paths(config: pytest.Config, settings: MLprojectConfig) -> None:

@@ -221,14 +221,16 @@ def _describe(result: ItemResult, kind: str) -> str:
         run_id, url = props.get("databricks_run_id"), props.get("databricks_run_page_url")
         if run_id:
             parts.append(f"[run {run_id}]({url})" if url else f"run {run_id}")
-    duration = result.duration
-    if kind == "run" and props.get("duration"):
-        duration = float(props["duration"])
-    if result.outcome != "skipped":
-        parts.append(_seconds(duration))
-    elif result.skip_reason:
+    if result.outcome == "skipped":
         reason = result.skip_reason
-        parts.append(reason if len(reason) <= 120 else reason[:117] + "...")
+        if reason:
+            parts.append(reason if len(reason) <= 120 else reason[:117] + "...")
+    elif kind == "run" and props.get("duration"):
+        parts.append(_seconds(float(props["duration"])))  # the command's own time
+    elif kind == "databricks" and props.get("databricks_run_duration_ms"):
+        parts.append(_seconds(float(props["databricks_run_duration_ms"]) / 1000))
+    elif kind != "check":  # a check takes no time worth showing
+        parts.append(_seconds(result.duration))
     return _cell(", ".join(parts))
 
 
