@@ -16,7 +16,6 @@ import pytest
 from pytest_mlproject.config import CONFIG_KEY
 
 if TYPE_CHECKING:
-    from pytest_mlproject.config import DatabricksConfig
     from pytest_mlproject.databricks.api import DatabricksResult
     from pytest_mlproject.databricks.clusterspec import ClusterSpec
     from pytest_mlproject.databricks.workspace import Workspace
@@ -31,12 +30,14 @@ SKIP_DRY_RUN = "submits to Databricks: nothing is submitted with --databricks-dr
 
 class MLprojectDatabricks:
     """What the ``mlproject_databricks`` fixture yields: :meth:`submit` runs an entry point
-    on Databricks with the session's ``--databricks-*`` options as defaults."""
+    on Databricks with the session's options as defaults, as its ``::databricks`` item
+    would."""
 
-    def __init__(self, options: DatabricksConfig, rootpath: Path) -> None:
-        self.options = options
-        #: Relative project paths are taken from here (pytest's rootdir).
-        self.rootpath = rootpath
+    def __init__(self, request: pytest.FixtureRequest) -> None:
+        self._request = request
+        self.config = request.config
+        #: Relative project paths start here (pytest's rootdir).
+        self.rootpath = request.config.rootpath
         #: Every result of this test, in order.
         self.results: list[DatabricksResult] = []
         self._workspaces: dict[str | None, Workspace] = {}
@@ -52,6 +53,7 @@ class MLprojectDatabricks:
         upload_dir: str | None = None,
         timeout: float | None = None,
         experiment_id: str | None = None,
+        configured: bool = True,
     ) -> DatabricksResult:
         """Run ``entry`` of ``project`` on Databricks and wait for it; see
         :func:`pytest_mlproject.databricks.api.submit_entry_point`.
@@ -60,21 +62,36 @@ class MLprojectDatabricks:
         ``--databricks-upload-dir``, ``--databricks-timeout``,
         ``--databricks-experiment-id``. The cluster spec is ``cluster_spec`` if given, else
         the project's own in ``pytest-mlproject.yaml``, else ``--databricks-cluster-spec``.
+        With ``configured``, parameters not in ``parameters`` come from
+        ``--mlproject-param``, ``mlproject_params`` and ``pytest-mlproject.yaml``, as for
+        the ``::databricks`` item.
         """
         from pytest_mlproject.databricks import api
         from pytest_mlproject.databricks.workspace import Workspace
 
-        options = self.options
+        session = self.config.stash[CONFIG_KEY]
+        options = session.databricks
         if isinstance(project, (str, os.PathLike)):
             project = self.rootpath / Path(project)
         loaded = api.load_project(project)
+        values = dict(parameters or {})
+        if configured:
+            from pytest_mlproject.commands import user_parameters
+            from pytest_mlproject.settings import read_settings
+
+            layers = (session.cli_params, session.ini_params)
+            settings = read_settings(loaded.directory).parameters
+            for name, value in user_parameters(
+                loaded.entry_point(entry), *layers, settings
+            ).items():
+                values.setdefault(name, value)
         if cluster_spec is None:
             cluster_spec = api.own_cluster_spec(loaded, entry) or options.cluster_spec
         profile = profile if profile is not None else options.profile
         submission = api.prepare(
             loaded,
             entry,
-            parameters,
+            values,
             cluster_spec=cluster_spec,
             profile=profile,
             timeout=timeout if timeout is not None else options.timeout,
@@ -92,6 +109,9 @@ class MLprojectDatabricks:
             echo=_echo,
         )
         self.results.append(result)
+        if result.logs:
+            title = f"Databricks run log of {result.project}::{result.entry_point}"
+            self._request.node.add_report_section("call", title, result.logs)
         return result
 
     def close(self) -> None:
@@ -122,7 +142,7 @@ def mlproject_databricks(request: pytest.FixtureRequest) -> Iterator[MLprojectDa
         pytest.skip(SKIP_WITHOUT_DATABRICKS)
     if options.dry_run:
         pytest.skip(SKIP_DRY_RUN)
-    submitter = MLprojectDatabricks(options, request.config.rootpath)
+    submitter = MLprojectDatabricks(request)
     try:
         yield submitter
     finally:

@@ -275,6 +275,42 @@ def test_the_fixture_submits_with_the_sessions_options(
     assert fake.active_runs() == []
 
 
+CONFIGURED_TEST_FILE = """
+import pytest
+from pytest_mlproject.commands import MissingParametersError
+
+def test_values_come_from_the_session_and_the_project(mlproject_databricks):
+    result = mlproject_databricks.submit("demo", "main")
+    assert "main says ciao forty-two" in result.logs, result.describe()
+    result = mlproject_databricks.submit("demo", "needs")
+    assert "main says 3 forty-two" in result.logs, result.describe()
+    with pytest.raises(MissingParametersError):
+        mlproject_databricks.submit("demo", "needs", configured=False)
+"""
+
+
+def test_the_fixture_takes_values_as_the_items_do(
+    pytester: pytest.Pytester, fake: FakeWorkspace
+) -> None:
+    settings = "entry_points:\n  needs:\n    parameters:\n      n: '3'\n"
+    make_project(pytester.path, **{"pytest-mlproject.yaml": settings})
+    pytester.makepyfile(test_values=CONFIGURED_TEST_FILE)
+    result = pytester.runpytest(
+        "--databricks",
+        "--databricks-cluster-spec",
+        "cluster.json",
+        "--mlproject-param",
+        "main:greeting=ciao",
+        "-p",
+        "no:cacheprovider",
+        "-rA",
+        "test_values.py",
+    )
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*Databricks run log of demo::needs*", "*main says 3 forty-two*"])
+    assert len(fake.log.calls("POST", "runs/submit")) == 2
+
+
 @pytest.mark.parametrize(
     ("args", "reason"),
     [
