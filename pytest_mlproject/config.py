@@ -56,6 +56,11 @@ class MLprojectConfig:
     uris: tuple[str, ...]
     version: str | None
     databricks: DatabricksConfig
+    #: ``--mlproject-tracking``: record each run in MLflow Tracking.
+    tracking: bool = False
+    #: ``--mlproject-experiment`` (or, for tracking, ``--databricks-experiment-id``): the
+    #: experiment recorded runs go to, a name or an all-digits id; ``None``: MLflow's choice.
+    experiment: str | None = None
 
 
 CONFIG_KEY = pytest.StashKey[MLprojectConfig]()
@@ -86,6 +91,7 @@ def parse_config(config: pytest.Config) -> MLprojectConfig:
         except ParameterError as exc:
             raise pytest.UsageError(str(exc)) from None
     timeout_text = option.mlproject_timeout or config.getini("mlproject_timeout") or ""
+    tracking, experiment = parse_tracking(config, databricks)
     return MLprojectConfig(
         enabled=enabled,
         run=run,
@@ -101,7 +107,40 @@ def parse_config(config: pytest.Config) -> MLprojectConfig:
         uris=tuple(option.mlproject_uri),
         version=option.mlproject_version,
         databricks=databricks,
+        tracking=tracking,
+        experiment=experiment,
     )
+
+
+def parse_tracking(config: pytest.Config, databricks: DatabricksConfig) -> tuple[bool, str | None]:
+    """``--mlproject-tracking`` and the experiment. With tracking, ``--mlproject-experiment``
+    and ``--databricks-experiment-id`` are one setting: either names the experiment of every
+    recorded run, and both at once must agree."""
+    option = config.option
+    tracking = option.mlproject_tracking
+    if tracking is None:
+        tracking = bool(config.getini("mlproject_tracking"))
+    experiment = _option(config, "mlproject_experiment", "mlproject_experiment")
+    if not tracking:
+        if option.mlproject_experiment:  # an ini value may wait for a nightly --mlproject-tracking
+            raise pytest.UsageError(
+                "--mlproject-experiment names the MLflow experiment recorded runs go to; "
+                "add --mlproject-tracking (ini mlproject_tracking = true) to record them"
+            )
+        return False, None
+    from pytest_mlproject.tracking import missing_mlflow
+
+    missing = missing_mlflow()
+    if missing is not None:
+        raise pytest.UsageError(missing)
+    other = databricks.experiment_id
+    if experiment is not None and other is not None and experiment != other:
+        raise pytest.UsageError(
+            f"--mlproject-experiment {experiment!r} and --databricks-experiment-id {other!r} "
+            "disagree; with --mlproject-tracking they are one setting (the experiment of "
+            "every recorded run): give only --mlproject-experiment"
+        )
+    return True, experiment or other
 
 
 def _option(config: pytest.Config, name: str, ini: str) -> str | None:

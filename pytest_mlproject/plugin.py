@@ -93,6 +93,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="branch, tag or commit to check out for Git URIs given with --mlproject-uri.",
     )
     group.addoption(
+        "--mlproject-tracking",
+        action="store_true",
+        default=None,
+        help="record each run in MLflow Tracking, as `mlflow run` does (needs MLflow: "
+        "pip install 'pytest-mlproject[tracking]'). Ini: mlproject_tracking.",
+    )
+    group.addoption(
+        "--mlproject-experiment",
+        default=None,
+        metavar="NAME_OR_ID",
+        help="MLflow experiment of the recorded runs: a name (created if missing) or an "
+        "all-digits id (default: MLflow's). Ini: mlproject_experiment.",
+    )
+    group.addoption(
         "--mlproject-summary",
         default=None,
         metavar="PATH",
@@ -121,6 +135,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "rules to skip, by code or name, separated by spaces or lines.",
         type="args",
         default=[],
+    )
+    parser.addini(
+        "mlproject_tracking", "record each run in MLflow Tracking.", type="bool", default=False
+    )
+    parser.addini(
+        "mlproject_experiment", "MLflow experiment name or id of recorded runs.", default=""
     )
 
 
