@@ -373,3 +373,18 @@ def test_path_values_travel_inside_the_archive(
     result = run(pytester, "-rA", select="main")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*main says hello forty-two*"])
+
+
+def test_dry_run_shows_the_paths_a_real_submit_sends(
+    pytester: pytest.Pytester, workspace: FakeWorkspace
+) -> None:
+    make_project(pytester.path)
+    result = run(pytester, "--databricks-dry-run", "--databricks-upload-dir", "/Users/me/x/")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(
+        ['*"python_file": "/Workspace/Users/me/x/mlproject-launcher-*.py"*']
+    )
+    result = run(pytester, "--databricks-dry-run", "--databricks-upload-dir", "dbfs:/tmp/x")
+    result.assert_outcomes(failed=3)
+    result.stdout.fnmatch_lines(["*Cannot upload to 'dbfs:/tmp/x': DBFS is legacy*"])
+    assert workspace.log.entries() == []

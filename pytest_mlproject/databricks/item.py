@@ -211,13 +211,15 @@ class DatabricksItem(pytest.Item):
         return jobs
 
     def _dry_run(self, job: Job, upload_dir: str) -> None:
-        body = json.loads(json.dumps(job.body))
-        task = body["tasks"][0]
-        launcher = task["spark_python_task"]["python_file"]
-        task["spark_python_task"]["python_file"] = f"{upload_dir}/{launcher}"
-        for library in task.get("libraries", []):
-            if "requirements" in library and "/" not in library["requirements"]:
-                library["requirements"] = f"{upload_dir}/{library['requirements']}"
+        from pytest_mlproject.databricks.payload import placed
+        from pytest_mlproject.databricks.workspace import DatabricksError
+
+        # The paths a real submit would send (/Users/x becomes /Workspace/Users/x), and an
+        # upload folder a real submit would refuse fails here too.
+        try:
+            body = placed(json.loads(json.dumps(job.body)), upload_dir)
+        except DatabricksError as exc:
+            raise MLprojectFailure([f"{self._where()}: {exc}"]) from None
         self.payload = body
         text = json.dumps(body, indent=2, sort_keys=True)
         self.add_report_section("call", "runs/submit payload (dry run)", text)

@@ -108,6 +108,31 @@ def submit_body(
     }
 
 
+def placed(body: Mapping[str, Any], upload_dir: str) -> dict[str, Any]:
+    """``body`` with the launcher and the requirements files named where a cluster finds
+    them once uploaded to ``upload_dir`` (``/Workspace/...`` or ``/Volumes/...``).
+
+    Raises ``DatabricksError`` for a folder that is neither a workspace nor a volume folder.
+    """
+    from pytest_mlproject.databricks.workspace import cluster_path
+
+    placed_body = dict(body)
+    task = dict(body["tasks"][0])
+    python_task = dict(task["spark_python_task"])
+    python_task["python_file"] = cluster_path(upload_dir, python_task["python_file"])
+    task["spark_python_task"] = python_task
+    libraries = [
+        {"requirements": cluster_path(upload_dir, library["requirements"])}
+        if "requirements" in library and "/" not in library["requirements"]
+        else library
+        for library in task.get("libraries", [])
+    ]
+    if libraries:
+        task["libraries"] = libraries
+    placed_body["tasks"] = [task]
+    return placed_body
+
+
 def launcher_source() -> tuple[str, bytes]:
     """The launcher script and the content-addressed name it is stored under."""
     from pytest_mlproject.databricks import launcher

@@ -212,24 +212,10 @@ class Coordinator:
 
     def _body(self, job: Job, workspace: Workspace) -> dict[str, Any]:
         """The submit body with the launcher's location filled in."""
+        from pytest_mlproject.databricks.payload import placed
+
         assert self.upload_dir is not None
-        body = dict(job.body)
-        task = dict(body["tasks"][0])
-        python_task = dict(task["spark_python_task"])
-        python_task["python_file"] = workspace.cluster_path(
-            self.upload_dir, python_task["python_file"]
-        )
-        task["spark_python_task"] = python_task
-        libraries = [
-            {"requirements": workspace.cluster_path(self.upload_dir, library["requirements"])}
-            if "requirements" in library and "/" not in library["requirements"]
-            else library
-            for library in task.get("libraries", [])
-        ]
-        if libraries:
-            task["libraries"] = libraries
-        body["tasks"] = [task]
-        return body
+        return placed(job.body, self.upload_dir)
 
     # --- waiting ----------------------------------------------------------------------
 
