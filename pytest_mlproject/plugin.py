@@ -25,9 +25,13 @@ from pytest_mlproject.config import (
 if TYPE_CHECKING:
     from _pytest.nodes import Collector
 
-# The `databricks_workspace` and `mlproject_databricks` fixtures; their modules import
-# nothing heavy until a test uses them.
-pytest_plugins = ["pytest_mlproject.testing.fixtures", "pytest_mlproject.databricks_fixtures"]
+# The `mlproject`, `databricks_workspace` and `mlproject_databricks` fixtures; their modules
+# import nothing heavy until a test uses them.
+pytest_plugins = [
+    "pytest_mlproject.fixtures",
+    "pytest_mlproject.testing.fixtures",
+    "pytest_mlproject.databricks_fixtures",
+]
 
 MARKERS = {
     "mlproject": "an item made by pytest-mlproject from an MLproject file",

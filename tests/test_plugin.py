@@ -88,7 +88,7 @@ def test_nothing_heavy_is_imported_without_the_option(pytester: pytest.Pytester)
     loaded = next(line for line in result.outlines if line.startswith("LOADED:"))
     assert loaded == (
         "LOADED: ['pytest_mlproject.config', 'pytest_mlproject.databricks_fixtures', "
-        "'pytest_mlproject.plugin', "
+        "'pytest_mlproject.fixtures', 'pytest_mlproject.plugin', "
         "'pytest_mlproject.problems', 'pytest_mlproject.testing', "
         "'pytest_mlproject.testing.fixtures']"
     )
