@@ -181,6 +181,14 @@ def test_a_wrong_token_is_refused_without_showing_it(databricks_workspace: FakeW
     assert "retry_timeout_seconds" not in str(error)
 
 
+def test_without_the_sdk_the_error_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "databricks.sdk.core", None)  # import raises ImportError
+    with pytest.raises(CredentialsError, match=r"pip install 'pytest-mlproject\[databricks\]'"):
+        Workspace.connect(host="https://example.invalid", token="dapi-x")
+
+
 def test_an_unreachable_host_fails_fast_and_says_so() -> None:
     host = f"http://127.0.0.1:{closed_port()}"
     with pytest.raises(CredentialsError) as caught:

@@ -249,6 +249,14 @@ class Workspace:
         seconds whatever the network does. Later calls retry throttling, unavailability and
         connection errors for up to ``retry_timeout`` seconds each.
         """
+        try:
+            # Here rather than in the thread: a slow first import must not eat the deadline.
+            import databricks.sdk.core  # noqa: F401
+        except ImportError:
+            raise CredentialsError(
+                "Cannot connect to Databricks: the Databricks SDK (databricks-sdk) is not "
+                "installed; install it with: pip install 'pytest-mlproject[databricks]'"
+            ) from None
         secrets = Secrets()
         outcome: list[Workspace | BaseException] = []
 
