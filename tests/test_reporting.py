@@ -12,7 +12,7 @@ import databricks.sdk
 import pytest
 
 from pytest_mlproject.problems import Problem
-from pytest_mlproject.reporting import annotation, annotation_path
+from pytest_mlproject.reporting import RULES_URL, annotation, annotation_path
 from pytest_mlproject.testing import FakeWorkspace
 
 # pytester's in-process runs restore sys.modules afterwards; the SDK (and requests) must be
@@ -113,24 +113,25 @@ def test_annotation_paths_are_relative_to_the_checkout(
     assert annotation_path("p/MLproject") == "p/MLproject"
 
 
-@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one-process", "xdist"])
+ANNOTATIONS = [
+    "::error file=mixed/MLproject,line=4,title=MLP501 undeclared-placeholder::placeholder "
+    "`{missing}` in entry point 'main' is not a declared parameter; MLflow fails with "
+    "KeyError: 'missing' when it runs: declare `missing` under `parameters`, or write "
+    "`{{missing}}` for literal braces",
+    "::warning file=mixed/MLproject,line=7,title=MLP406 unused-parameter::parameter "
+    "'unused' of entry point 'other' is never used in its command, so its value is "
+    "dropped: add `{unused}` to the command or remove it",
+]
+
+
 def test_problems_are_annotated_under_github_actions(
-    session: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, workers: list[str]
+    session: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
     monkeypatch.setenv("GITHUB_WORKSPACE", str(session.path))
-    result = run(session, *workers)
+    result = run(session)
     result.assert_outcomes(passed=6, failed=1, warnings=1)
-    commands = [line for line in result.outlines if line.startswith("::")]
-    assert commands == [
-        "::error file=mixed/MLproject,line=4,title=MLP501 undeclared-placeholder::placeholder "
-        "`{missing}` in entry point 'main' is not a declared parameter; MLflow fails with "
-        "KeyError: 'missing' when it runs: declare `missing` under `parameters`, or write "
-        "`{{missing}}` for literal braces",
-        "::warning file=mixed/MLproject,line=7,title=MLP406 unused-parameter::parameter "
-        "'unused' of entry point 'other' is never used in its command, so its value is "
-        "dropped: add `{unused}` to the command or remove it",
-    ]
+    assert [line for line in result.outlines if line.startswith("::")] == ANNOTATIONS
     result.stdout.fnmatch_lines(["*= GitHub annotations =*"])
 
 
@@ -212,14 +213,50 @@ def test_summary_of_checks_runs_and_databricks_runs(
     assert TOKEN not in text
 
 
-def test_the_summary_is_the_same_under_xdist(session: pytest.Pytester) -> None:
-    one, two = session.path / "one.md", session.path / "two.md"
-    run(session, "--mlproject-run", "--mlproject-summary", str(one)).assert_outcomes(
-        passed=8, failed=2, skipped=2, warnings=1
+XDIST_SUMMARY = """\
+## MLflow projects
+
+2 projects, 5 entry points: 2 failed, 8 passed, 2 skipped in T
+
+| project | entry point | check | run |
+| --- | --- | --- | --- |
+| `demo/MLproject` | *(descriptor)* | ✅ passed |  |
+|  | `fails` | ✅ passed | ❌ failed, exit 1, T |
+|  | `main` | ✅ passed | ✅ passed, exit 0, T |
+|  | `needs` | ✅ passed | ⏭️ skipped, NEEDS |
+| `mixed/MLproject` | *(descriptor)* | ✅ passed |  |
+|  | `main` | ❌ failed | ⏭️ skipped, HAS ERRORS |
+|  | `other` | ✅ passed | ✅ passed, exit 0, T |
+
+### Problems by rule
+
+| rule | problems | fails its item |
+| --- | --- | --- |
+| [MLP406 unused-parameter](RULES#mlp406-unused-parameter) | 1 | no |
+| [MLP501 undeclared-placeholder](RULES#mlp501-undeclared-placeholder) | 1 | yes |
+
+"""
+
+
+def test_xdist_annotates_and_summarises_from_the_workers_reports(
+    session: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The controller has no items: problems, outcomes and run properties all come from the
+    workers' reports."""
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_WORKSPACE", str(session.path))
+    summary = session.path / "summary.md"
+    result = run(session, "-n", "2", "--mlproject-run", "--mlproject-summary", str(summary))
+    result.assert_outcomes(passed=8, failed=2, skipped=2)
+    assert [line for line in result.outlines if line.startswith("::")] == ANNOTATIONS
+    text = _without_durations(summary.read_text("utf-8")).replace(RULES_URL, "RULES")
+    needs = re.search(r"`needs` \| ✅ passed \| ⏭️ skipped, (.*) \|", text)
+    assert needs is not None
+    assert needs.group(1).startswith("No value given for missing parameters: 'data'")
+    has_errors = "the entry point has errors, so it cannot run: see its ::check item"
+    assert text.replace(needs.group(1), "NEEDS").replace(has_errors, "HAS ERRORS") == (
+        XDIST_SUMMARY
     )
-    run(session, "--mlproject-run", "--mlproject-summary", str(two), "-n", "2")
-    assert _without_durations(two.read_text("utf-8")) == _without_durations(one.read_text("utf-8"))
-    assert "exit 1" in one.read_text("utf-8")
 
 
 def test_the_ini_key_expands_variables_and_is_relative_to_the_ini_file(
