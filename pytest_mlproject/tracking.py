@@ -429,16 +429,35 @@ class Tracker:
                 f"MLflow Tracking: could not end run {run.run_id} as {status}: {_reason(exc)}"
             ) from None
 
+    def adopt(self, run: TrackedRun) -> TrackedRun:
+        """Take over a run another process created (a pytest-xdist worker that submitted
+        this item's job), to end it here. Raises :class:`TrackingError`."""
+        self._resolve()
+        with self._lock:
+            self.runs.append(run)
+        return run
+
     def close(self) -> list[str]:
         """End every run still open as KILLED: the session stopped before its item ended
-        (Ctrl-C, ``-x``, a crash). Returns what could not be done, one line each."""
+        (Ctrl-C, ``-x``, a crash). A run that has ended meanwhile in the store (another
+        xdist worker ran its item) is left as it is, as MLflow leaves a run its code ended.
+        Returns what could not be done, one line each."""
         problems = []
         for run in list(self.runs):
-            if run.status is None:
-                try:
-                    self.end(run, KILLED)
-                except TrackingError as exc:
-                    problems.append(str(exc))
+            if run.status is not None:
+                continue
+            try:
+                with _quiet():
+                    current = str(self._client.get_run(run.run_id).info.status)
+            except Exception as exc:
+                problems.append(f"MLflow Tracking: could not read run {run.run_id}: {_reason(exc)}")
+                continue
+            if current not in ("RUNNING", "SCHEDULED"):
+                continue
+            try:
+                self.end(run, KILLED)
+            except TrackingError as exc:
+                problems.append(str(exc))
         return problems
 
     def _resolve(self) -> tuple[str, str]:

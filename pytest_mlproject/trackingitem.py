@@ -10,9 +10,14 @@ ended (the session stopped first) is ended ``KILLED`` when pytest exits.
 
 from __future__ import annotations
 
+import fcntl
+import json
+import os
 import sys
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -71,18 +76,64 @@ def start_run(
         version=source.version if source is not None else None,
         commit=context.commit,
     )
-    try:
-        run = tracker(item.config).start(
+    runs = tracker(item.config)
+
+    def create() -> tracking.TrackedRun:
+        return runs.start(
             tracking.project_tags(origin, entry_point.name, backend, item.nodeid),
             tracking.logged_parameters(entry_point, values),
             cluster=backend == "databricks",
         )
+
+    try:
+        run = _one_per_session(item, runs, create) if backend == "databricks" else create()
     except tracking.TrackingError as exc:
         raise MLprojectFailure([f"{_where(item, context, entry_point)}: {exc}"]) from None
     item.user_properties.append(("mlflow_run_id", run.run_id))
     if run.url:
         item.user_properties.append(("mlflow_run_url", run.url))
     return run
+
+
+def _one_per_session(
+    item: pytest.Item, runs: tracking.Tracker, create: Callable[[], tracking.TrackedRun]
+) -> tracking.TrackedRun:
+    """The item's run, the same in every pytest-xdist worker.
+
+    Each worker submits the Databricks jobs of its share of the items when its first one
+    runs, and an item run by another worker is submitted there too; both submits carry the
+    same idempotency token, so Databricks starts one job run, with the body that came
+    first. Both bodies must then name the same MLflow run: the first worker to prepare the
+    item creates it and notes it in a file of the session; the other adopts it.
+    """
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return create()
+    from pytest_mlproject.uriitems import session_id
+
+    folder = Path(tempfile.gettempdir()) / f"pytest-mlproject-{os.getuid()}" / "tracking"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    session = session_id(item.config)
+    path = folder / f"{session}.json"
+    lock = os.open(folder / f"{session}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when closed, or if the worker dies
+        known: dict[str, dict[str, Any]] = json.loads(path.read_text()) if path.exists() else {}
+        if item.nodeid in known:
+            return runs.adopt(tracking.TrackedRun(**known[item.nodeid]))
+        run = create()
+        known[item.nodeid] = {
+            "run_id": run.run_id,
+            "experiment_id": run.experiment_id,
+            "experiment_name": run.experiment_name,
+            "tracking_uri": run.tracking_uri,
+            "url": run.url,
+        }
+        temporary = path.with_name(f"{path.name}.{os.getpid()}")
+        temporary.write_text(json.dumps(known))
+        os.replace(temporary, path)
+        return run
+    finally:
+        os.close(lock)
 
 
 def end_run(

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from pytest_mlproject.databricks.clusterspec import ClusterSpec
     from pytest_mlproject.databricks.session import Coordinator, Job
     from pytest_mlproject.nodes import ProjectContext
+    from pytest_mlproject.tracking import TrackedRun
 
 #: Lines of the run's log shown in the failure message (the whole log is a report section).
 TAIL_LINES = 40
@@ -102,6 +103,8 @@ class DatabricksItem(pytest.Item):
         self._prepared: Job | BaseException | None = None
         self._warnings: list[Problem] = []
         self.payload: dict[str, Any] | None = None
+        #: The MLflow run of this item, with --mlproject-tracking.
+        self._tracked: TrackedRun | None = None
 
     # --- preparing: no request is made here ---------------------------------------------
 
@@ -161,6 +164,10 @@ class DatabricksItem(pytest.Item):
         if project.directory not in archives:
             archives[project.directory] = archive.pack(project.directory)
         packed = archives[project.directory]
+        if not options.dry_run:  # a dry run asks nothing of the tracking store either
+            from pytest_mlproject.trackingitem import start_run
+
+            self._tracked = start_run(self, self.context, entry, values, "databricks")
         job = payload.build_job(
             project,
             entry.name,
@@ -172,6 +179,7 @@ class DatabricksItem(pytest.Item):
             token=payload.idempotency_token(session_id(self.config), self.nodeid),
             timeout=options.timeout,
             experiment_id=options.experiment_id,
+            mlflow_env=self._tracked.env(cluster=True) if self._tracked is not None else None,
         )
         self.user_properties.append(("archive_sha256", packed.sha256))
         return job
@@ -189,7 +197,14 @@ class DatabricksItem(pytest.Item):
         if not runs.started:
             runs.start(self._session_share())
         job = runs.ensure(job)
-        runs.wait(job)
+        from pytest_mlproject.trackingitem import end_databricks_run, end_run
+
+        try:
+            runs.wait(job)
+        except BaseException as exc:  # Ctrl-C or SIGTERM: the MLflow run ends KILLED
+            end_run(self, self._tracked, exc)
+            raise
+        end_databricks_run(self, self._tracked, job, runs)
         self._report(job)
 
     def _session_share(self) -> list[Job]:

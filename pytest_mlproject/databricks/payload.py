@@ -153,11 +153,14 @@ def build_job(
     token: str,
     timeout: float,
     experiment_id: str | None,
+    mlflow_env: Mapping[str, str] | None = None,
 ) -> Job:
     """The job that runs ``command`` (from :func:`cluster_command`) for entry point ``entry``
     on a new cluster: its submit body, with the launcher and requirements files still bare
     names that :class:`~pytest_mlproject.databricks.session.Coordinator` places in the upload
-    folder, and the files to upload there (the launcher, the archive, requirements files)."""
+    folder, and the files to upload there (the launcher, the archive, requirements files).
+    ``mlflow_env`` (``--mlproject-tracking``: the MLflow run to log into) wins over the
+    MLflow variables made from ``experiment_id``."""
     from pytest_mlproject.databricks import archive
     from pytest_mlproject.databricks.session import Job, Upload
 
@@ -170,6 +173,7 @@ def build_job(
     env = {"MLFLOW_TRACKING_URI": "databricks"}
     if experiment_id:
         env["MLFLOW_EXPERIMENT_ID"] = experiment_id
+    env.update(mlflow_env or {})
     body = submit_body(
         name=run_name(project, entry),
         new_cluster=spec.new_cluster,
