@@ -10,8 +10,11 @@ refused with a line number instead of eating memory.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -33,6 +36,25 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+
+class NotAFileError(ValueError):
+    """The path is a FIFO, a device, a socket or a folder: nothing to read a document from."""
+
+
+def read_head(path: Path | str, max_bytes: int) -> bytes:
+    """At most ``max_bytes + 1`` bytes of a regular file (one more than allowed, so the caller
+    can tell the file is too large), never more, whatever the file's size.
+
+    Raises :class:`NotAFileError` for anything but a regular file, without blocking: a FIFO
+    would wait for a writer forever and ``/dev/zero`` never ends, so they are opened
+    non-blocking and refused. Other failures are ``OSError``.
+    """
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise NotAFileError("it is not a regular file")
+        return handle.read(max_bytes + 1)
 
 
 class YamlMap(dict[Any, Any]):

@@ -205,7 +205,8 @@ def _env_document(
 ) -> tuple[_yaml.YamlMap | None, list[Problem]]:
     """The environment file as a mapping, or the problems that say why it is not one."""
     try:
-        data = env_file.read_bytes()[: _yaml.DEFAULT_LIMITS.max_bytes + 1]
+        # Never the whole file, and never a FIFO or a device: either would hang the session.
+        data = _yaml.read_head(env_file, _yaml.DEFAULT_LIMITS.max_bytes)
         if len(data) > _yaml.DEFAULT_LIMITS.max_bytes:
             raise ValueError("larger than the size limit")
         value, _ = _yaml.parse(data)

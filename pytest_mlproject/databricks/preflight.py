@@ -45,8 +45,11 @@ def dependencies(project: Project) -> Dependencies:
     if env_file is None or not env_file.is_file():
         return Dependencies()
     try:
-        document, _ = _yaml.parse(env_file.read_bytes()[: _yaml.DEFAULT_LIMITS.max_bytes])
-    except (_yaml.YamlReadError, OSError):
+        data = _yaml.read_head(env_file, _yaml.DEFAULT_LIMITS.max_bytes)
+        if len(data) > _yaml.DEFAULT_LIMITS.max_bytes:
+            return Dependencies()  # MLP308 / MLP309 already report a file too large to read
+        document, _ = _yaml.parse(data)
+    except (_yaml.YamlReadError, OSError, ValueError):
         return Dependencies()  # MLP308 / MLP309 already report an unreadable file
     if not isinstance(document, _yaml.YamlMap):
         return Dependencies()
