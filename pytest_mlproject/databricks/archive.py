@@ -94,7 +94,7 @@ def pack(directory: Path) -> Archive:
     skipped: list[tuple[str, str]] = []
     members: list[tuple[str, Path, int]] = []
     for relative in sorted(set(_candidates(root, skipped))):
-        reason = _excluded(relative)
+        reason = excluded(relative)
         if reason:
             skipped.append((relative, reason))
             continue
@@ -105,6 +105,12 @@ def pack(directory: Path) -> Archive:
                 target = path.resolve()
                 if not _inside(target, root) or not target.is_file():
                     skipped.append((relative, "symbolic link to something outside the project"))
+                    continue
+                # A link is packed as its target's content: `notes.txt -> .env` must not
+                # carry what `.env` itself never would.
+                why = excluded(target.relative_to(root).as_posix())
+                if why is not None:
+                    skipped.append((relative, f"symbolic link to a file left out ({why})"))
                     continue
                 info = target.stat()
             elif not stat.S_ISREG(info.st_mode):
@@ -140,7 +146,8 @@ def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
-def _excluded(relative: str) -> str | None:
+def excluded(relative: str) -> str | None:
+    """Why the project file at ``relative`` (a POSIX path) is never packed, or ``None``."""
     parts = relative.split("/")
     for part in parts[:-1]:
         if part in EXCLUDED_DIRS:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mlproject import _yaml
+from pytest_mlproject.databricks.archive import excluded
 from pytest_mlproject.databricks.clusterspec import ClusterSpec, check_spec
 from pytest_mlproject.problems import Problem
 from pytest_mlproject.spec import EntryPoint, Project
@@ -68,9 +69,23 @@ def dependencies(project: Project) -> Dependencies:
         requirements = _REQUIREMENTS.match(text)
         if requirements:
             target = (env_file.parent / requirements.group(2)).resolve()
-            if not target.is_file() or project.directory.resolve() not in target.parents:
+            root = project.directory.resolve()
+            if not target.is_file() or root not in target.parents:
                 problems.append(
                     _unusable(env_file, line, text, "the file is missing or outside the project")
+                )
+            elif excluded(target.relative_to(root).as_posix()):
+                # It is uploaded as it is: a file the archive leaves out (.env, a key, a
+                # file under .git) must not reach the workspace this way either.
+                problems.append(
+                    _unusable(
+                        env_file,
+                        line,
+                        text,
+                        "pytest-mlproject never uploads that file, as it may hold credentials "
+                        "or is not project content: list the requirements in a file of their "
+                        "own, such as requirements.txt",
+                    )
                 )
             else:
                 files.append(target)
