@@ -16,12 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_mlproject._yaml import NotAFileError, read_head
 from pytest_mlproject.problems import MLprojectError, Problem
 
 #: The library kinds of the Jobs API; exactly one per entry.
 LIBRARY_KINDS = ("pypi", "whl", "jar", "maven", "requirements", "cran", "egg")
 #: Places a cluster can read a file from. A path on the submitting machine is not one.
 _REACHABLE = re.compile(r"^(/Workspace/|/Volumes/|/dbfs/|dbfs:/|[a-z][a-z0-9+.-]*://)", re.I)
+#: A cluster spec is a few hundred bytes of JSON; a file far larger is not one.
+MAX_SPEC_BYTES = 1024 * 1024
 _LOCAL_FILE = re.compile(r"^(\.{0,2}/|~|[A-Za-z]:\\)|\.(whl|egg|jar|txt)$", re.I)
 
 
@@ -73,15 +76,7 @@ def parse(value: str | Mapping[str, Any], base: Path | None = None) -> ClusterSp
             path = Path(stripped).expanduser()
             if base is not None and not path.is_absolute():
                 path = base / path
-            try:
-                text = path.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise SpecError(
-                    f"cannot read the cluster spec {path}: {exc.strerror or exc}; give a JSON "
-                    "file or inline JSON (see docs/databricks.md)"
-                ) from None
-            except UnicodeDecodeError:
-                raise SpecError(f"the cluster spec {path} is not UTF-8 text") from None
+            text = _read(path)
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -110,6 +105,33 @@ def parse(value: str | Mapping[str, Any], base: Path | None = None) -> ClusterSp
         text=text,
         raw=dict(raw),
     )
+
+
+def _read(path: Path) -> str:
+    """The spec file's text. A spec named in a settings file comes with a pull request, so
+    a FIFO (which would block) or a device such as /dev/zero (which never ends) is refused
+    without reading it, and so is anything larger than a spec could be."""
+    try:
+        data = read_head(path, MAX_SPEC_BYTES)
+    except NotAFileError:
+        raise SpecError(
+            f"cannot read the cluster spec {path}: it is not a regular file; give a JSON "
+            "file or inline JSON (see docs/databricks.md)"
+        ) from None
+    except OSError as exc:
+        raise SpecError(
+            f"cannot read the cluster spec {path}: {exc.strerror or exc}; give a JSON "
+            "file or inline JSON (see docs/databricks.md)"
+        ) from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(
+            f"the cluster spec {path} is larger than {MAX_SPEC_BYTES} bytes, which no cluster "
+            "spec is; give the JSON file of the spec"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SpecError(f"the cluster spec {path} is not UTF-8 text") from None
 
 
 def check_spec(spec: ClusterSpec, descriptor: Path) -> Iterator[Problem]:
