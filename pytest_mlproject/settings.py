@@ -229,11 +229,23 @@ class _Reader:
         )
 
     def parse(self, limits: _yaml.Limits) -> _yaml.YamlMap | None:
+        if not _inside(self.path.resolve(), self.path.parent.resolve()):
+            # As for the descriptor: problems quote what they read, so a link in a pull
+            # request must not make CI print lines of a file from elsewhere on the machine.
+            self.problem(
+                1,
+                "MLP801",
+                "the settings file is a symbolic link to a file outside the project folder, "
+                "which pytest-mlproject does not read: put the settings in the project",
+            )
+            return None
         try:
-            with self.path.open("rb") as handle:
-                data = handle.read(limits.max_bytes + 1)
+            data = _yaml.read_head(self.path, limits.max_bytes)
         except OSError as exc:
             self.problem(1, "MLP801", f"cannot read the settings file ({exc.strerror})")
+            return None
+        except _yaml.NotAFileError:
+            self.problem(1, "MLP801", "the settings file is not a regular file")
             return None
         if len(data) > limits.max_bytes:
             self.problem(
@@ -406,8 +418,33 @@ class _Reader:
                 "file beside the settings file, or the cluster spec itself as a mapping",
             )
             spec = None
+        elif isinstance(spec, str) and not spec.strip().startswith(("{", "[")):
+            outside = self.outside_repository(spec)
+            if outside is not None:
+                self.problem(
+                    body.line_of("cluster_spec"),
+                    "MLP803",
+                    f"`{where}: cluster_spec` names {spec!r}, which leads {outside}; a setting "
+                    "in the repository reads no file from elsewhere on the machine (a dry run "
+                    "would print it): put the spec file in the repository",
+                )
+                spec = None
         skip = self.skip(body, f"{where}: skip")
         return DatabricksSettings(spec, skip, body.line, skip_given="skip" in body)
+
+    def outside_repository(self, written: str) -> str | None:
+        """Where a spec path leads if not into the project's Git work tree (the project
+        folder outside Git), links followed; ``None`` if it stays inside."""
+        project = self.path.parent.resolve()
+        top = next((f for f in (project, *project.parents) if (f / ".git").exists()), project)
+        target = (self.path.parent / Path(written.strip()).expanduser()).resolve()
+        if _inside(target, top):
+            return None
+        return "outside the project folder" if top == project else "outside the repository"
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
 
 
 def _yaml_map() -> _yaml.YamlMap:
