@@ -182,6 +182,15 @@ def _subdirectory(root: Path, subdirectory: str) -> Path:
     directory = Path(os.path.abspath(os.path.join(root, subdirectory)))
     if not directory.exists():
         raise SourceError(f"Could not find subdirectory {subdirectory} of {root}")
+    # '.' is refused in the fragment, but a link in the repository can still lead out of
+    # it; the project would then be read, and packed for Databricks, from anywhere.
+    real_root, real = root.resolve(), directory.resolve()
+    if real != real_root and real_root not in real.parents:
+        raise SourceError(
+            f"project subdirectory {subdirectory} of {root} is a symbolic link that leads "
+            "outside the repository, which pytest-mlproject does not follow: point the URI "
+            "at a folder inside it"
+        )
     return directory
 
 
