@@ -396,7 +396,8 @@ class Tracker:
                 with _quiet():
                     client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
         except Exception as exc:
-            self.end(run, FAILED)
+            with contextlib.suppress(TrackingError):  # the reason to tell is the first one
+                self.end(run, FAILED)
             raise TrackingError(
                 f"MLflow Tracking: could not log the parameters of run {run_id}: {_reason(exc)}"
             ) from None
