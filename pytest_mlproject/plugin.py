@@ -350,14 +350,35 @@ class _XdistHooks:
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Cancel every Databricks run still active: after -x, Ctrl-C, SIGTERM or a crash."""
-    runs = session.config.stash.get(COORDINATOR_KEY, None)
+    config = session.config
+    stopped = bool(session.shouldstop) or session.exitstatus == pytest.ExitCode.INTERRUPTED
+    runs = config.stash.get(COORDINATOR_KEY, None)
     if runs is not None:
-        why = (
-            "the session was interrupted"
-            if session.shouldstop or session.exitstatus == pytest.ExitCode.INTERRUPTED
-            else "the session ended before it finished"
-        )
-        runs.close(why)
+        why = "the session was interrupted" if stopped else "the session ended before it finished"
+        # An xdist worker that ends normally leaves other workers' runs to them.
+        worker = getattr(config, "workerinput", None) is not None
+        runs.close(why, handed_over=worker and not stopped)
+    settings = config.stash.get(CONFIG_KEY, None)
+    if (
+        settings is not None
+        and settings.databricks.submit
+        and not settings.databricks.dry_run
+        and config.pluginmanager.has_plugin("dsession")
+    ):
+        _cancel_what_workers_left(config)
+
+
+def _cancel_what_workers_left(config: pytest.Config) -> None:
+    """On the xdist controller: every worker is done, so any run still active is orphaned."""
+    from pytest_mlproject.databricks.item import terminal_echo
+    from pytest_mlproject.databricks.session import cancel_left_behind, ledger_path
+    from pytest_mlproject.databricks.workspace import Workspace
+    from pytest_mlproject.uriitems import session_id
+
+    ledger = ledger_path(session_id(config))
+    if ledger.exists():
+        profile = config.stash[CONFIG_KEY].databricks.profile
+        cancel_left_behind(ledger, terminal_echo(config), lambda: Workspace.connect(profile))
 
 
 class DatabricksSummary:

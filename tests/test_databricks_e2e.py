@@ -136,10 +136,14 @@ def test_runs_are_concurrent_not_serial(
         + "  main:\n    command: python slow.py 2\n"
     )
     make_project(pytester.path, descriptor)
-    started = time.monotonic()
     run(pytester).assert_outcomes(passed=5)
-    # Five runs of 2 s each: far less than the 10 s they would take one after another.
-    assert time.monotonic() - started < 9
+    # All five were submitted before the first one had finished: the first read of a run's
+    # output (which only follows its end) comes after the last submit.
+    calls = [e.path for e in workspace.log.entries()]
+    submits = [i for i, path in enumerate(calls) if path.endswith("runs/submit")]
+    outputs = [i for i, path in enumerate(calls) if path.endswith("runs/get-output")]
+    assert len(submits) == 5
+    assert max(submits) < min(outputs)
 
 
 def test_max_parallel_bounds_the_runs_in_flight(
@@ -299,6 +303,26 @@ def test_xdist(pytester: pytest.Pytester, workspace: FakeWorkspace) -> None:
     result = run(pytester, "-n", "2")
     result.assert_outcomes(passed=2, failed=1)
     assert len(submitted_runs(workspace)) == 3
+    assert workspace.active_runs() == []
+
+
+def test_xdist_worker_ending_first_leaves_other_workers_runs_alone(
+    pytester: pytest.Pytester, workspace: FakeWorkspace
+) -> None:
+    # --dist loadfile gives each descriptor to one worker. The worker with the one quick
+    # project submits its share, which includes runs of the other project, and runs out of
+    # items while the other worker still waits on them: they must not be cancelled.
+    make_project(pytester.path, "entry_points:\n  main:\n    command: python slow.py 0.1\n")
+    (pytester.path / "demo").rename(pytester.path / "a_quick")
+    descriptor = (
+        "entry_points:\n"
+        + "".join(f"  e{i}:\n    command: python slow.py 2\n" for i in range(5))
+        + "  main:\n    command: python slow.py 2\n"
+    )
+    make_project(pytester.path, descriptor)
+    result = run(pytester, "-n", "2", "--dist", "loadfile")
+    result.assert_outcomes(passed=7)
+    assert len(submitted_runs(workspace)) == 7
     assert workspace.active_runs() == []
 
 

@@ -50,18 +50,21 @@ def cluster_spec_for(
 
 
 def coordinator(config: pytest.Config) -> Coordinator:
-    from pytest_mlproject.databricks.session import Coordinator, share
+    from pytest_mlproject.databricks.session import Coordinator, ledger_path, share
+    from pytest_mlproject.uriitems import session_id
 
     existing = config.stash.get(COORDINATOR_KEY, None)
     if existing is not None:
         return existing
     options = config.stash[CONFIG_KEY].databricks
     _, _, limit = share(options.max_parallel)
+    worker = getattr(config, "workerinput", None) is not None
     created = Coordinator(
         profile=options.profile,
         upload_dir=options.upload_dir,
         max_parallel=limit,
         echo=terminal_echo(config),
+        ledger=ledger_path(session_id(config)) if worker else None,
     )
     config.stash[COORDINATOR_KEY] = created
     return created

@@ -22,10 +22,12 @@ import os
 import queue
 import random
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -70,6 +72,8 @@ class Job:
     #: A failure of ours rather than the run's: could not submit, lost contact, timed out.
     error: str | None = None
     cancelled: bool = False
+    #: An item of this process waits for it (under xdist, another worker's item may).
+    awaited: bool = False
     submitted_at: float | None = None
     finished_at: float | None = None
     done: threading.Event = field(default_factory=threading.Event)
@@ -90,6 +94,7 @@ class Coordinator:
         echo: Callable[[str], None],
         connect: Callable[[], Workspace] | None = None,
         close_workspace: bool = True,
+        ledger: Path | None = None,
     ) -> None:
         self.profile = profile
         self.upload_dir = upload_dir
@@ -101,6 +106,9 @@ class Coordinator:
         self.workspace: Workspace | None = None
         #: ``False`` when ``connect`` hands over a workspace its caller goes on using.
         self._close_workspace = close_workspace
+        #: Under xdist, a file every worker appends its run ids to, so the controller can
+        #: cancel what a worker left behind when it ended before another worker's item did.
+        self.ledger = ledger
         self.connect_error: str | None = None
         self.connect_error_shown = False
         self.jobs: dict[str, Job] = {}
@@ -200,6 +208,7 @@ class Coordinator:
                 with self._lock:
                     job.run_id = run_id
                     job.submitted_at = time.monotonic()
+                self._record(run_id)
             state = workspace.get_run(run_id)
         except DatabricksError as exc:
             self._finish(job, error=f"could not submit the run: {exc}")
@@ -225,6 +234,7 @@ class Coordinator:
         Past ``deadline`` (a ``time.monotonic()`` value; by default the job's own timeout
         from its submission), the run is cancelled and the job fails as timed out.
         """
+        job.awaited = True
         while not job.done.wait(0.2):
             self.flush()
             if job.submitted_at is None:
@@ -350,8 +360,15 @@ class Coordinator:
             self._echo(f"Databricks: cancelled run {job.run_id} ({job.label}): {why}")
         return cancelled
 
-    def close(self, why: str = "the session ended before it finished") -> None:
-        """Cancel every run still active, stop polling, and restore SIGTERM. Main thread."""
+    def close(
+        self, why: str = "the session ended before it finished", *, handed_over: bool = False
+    ) -> None:
+        """Cancel every run still active, stop polling, and restore SIGTERM. Main thread.
+
+        ``handed_over``: this is an xdist worker ending normally. A run it submitted for an
+        item another worker runs is that worker's to wait for, so it is left alone; the
+        controller cancels whatever is still active once every worker is done.
+        """
         self._stop.set()
         if self._poller is not None:
             self._poller.join(timeout=10)
@@ -360,12 +377,21 @@ class Coordinator:
             for job in self._waiting:
                 self._finish(job, error=why)
         for job in active:
+            if handed_over and not job.awaited:
+                continue
             self._cancel(job, why)
             self._finish(job, error=f"cancelled: {why}")
         self.flush()
         if self.workspace is not None and self._close_workspace:
             self.workspace.close()
         self._restore_sigterm()
+
+    def _record(self, run_id: int) -> None:
+        if self.ledger is None:
+            return
+        # One short line with O_APPEND: whole on every POSIX file system we run on.
+        with self.ledger.open("a", encoding="ascii") as ledger:
+            ledger.write(f"{run_id}\n")
 
     def _install_sigterm(self) -> None:
         """SIGTERM (a CI runner stopping the job) ends the session like Ctrl-C does, so the
@@ -385,6 +411,39 @@ class Coordinator:
         ):
             signal.signal(signal.SIGTERM, self._previous_sigterm)
             self._previous_sigterm = None
+
+
+def ledger_path(session_id: str) -> Path:
+    """The run ledger of an xdist session, shared by its controller and workers."""
+    folder = Path(tempfile.gettempdir()) / f"pytest-mlproject-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return folder / f"runs-{session_id}.txt"
+
+
+def cancel_left_behind(
+    ledger: Path, echo: Callable[[str], None], connect: Callable[[], Workspace]
+) -> None:
+    """On the xdist controller, once every worker is done: cancel the runs still active."""
+    try:
+        run_ids = sorted({int(line) for line in ledger.read_text("ascii").split()})
+    except (OSError, ValueError):
+        return
+    finally:
+        ledger.unlink(missing_ok=True)
+    if not run_ids:
+        return
+    try:
+        workspace = connect()
+    except DatabricksError as exc:
+        echo(f"Databricks: could not check the session's runs {run_ids}: {exc}")
+        return
+    with workspace:
+        for run_id in run_ids:
+            try:
+                if workspace.cancel(run_id):
+                    echo(f"Databricks: cancelled run {run_id}: no worker was left to wait for it")
+            except DatabricksError as exc:
+                echo(f"Databricks: could not cancel run {run_id}: {exc}")
 
 
 def grace(timeout: float) -> float:
