@@ -23,9 +23,12 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_mlproject.problems import MLprojectWarning, Problem
+
+if TYPE_CHECKING:
+    from pytest_mlproject.config import MLprojectConfig
 
 #: pytest's default ``norecursedirs``; the ini key replaces it, as in pytest.
 NORECURSEDIRS = ("*.egg", ".*", "_darcs", "build", "CVS", "dist", "node_modules", "venv", "{arch}")
@@ -90,7 +93,7 @@ def find_ini(paths: Sequence[str], cwd: Path) -> IniFile:
     return IniFile(inipath, {k: getattr(v, "value", v) for k, v in (inicfg or {}).items()})
 
 
-def _session_config(ini: IniFile, ignore: list[str], strict: bool) -> Any:
+def _session_config(ini: IniFile, ignore: list[str], strict: bool) -> MLprojectConfig:
     """The settings the pytest items would have, for what checking reads of them."""
     import pytest
 
