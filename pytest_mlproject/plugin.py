@@ -7,7 +7,6 @@ the first time a descriptor is collected.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -250,6 +249,8 @@ def pytest_configure(config: pytest.Config) -> None:
     settings: MLprojectConfig = parse_config(config)
     config.stash[CONFIG_KEY] = settings
     if settings.databricks.submit:
+        from pytest_mlproject.reporting import DatabricksSummary
+
         config.pluginmanager.register(DatabricksSummary(), "mlproject-databricks-summary")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(), "mlproject-xdist")
@@ -379,41 +380,3 @@ def _cancel_what_workers_left(config: pytest.Config) -> None:
     if ledger.exists():
         profile = config.stash[CONFIG_KEY].databricks.profile
         cancel_left_behind(ledger, terminal_echo(config), lambda: Workspace.connect(profile))
-
-
-class DatabricksSummary:
-    """Collects Databricks runs from the reports (on the xdist controller too) and lists
-    them, with their links, at the end of the session."""
-
-    def __init__(self) -> None:
-        self.rows: list[tuple[str, str, dict[str, str]]] = []
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        properties = {str(k): str(v) for k, v in report.user_properties}
-        if report.when == "call" and (
-            "databricks_label" in properties or "databricks_payload" in properties
-        ):
-            self.rows.append((report.nodeid, report.outcome, properties))
-
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        payloads = [
-            (n, p["databricks_payload"]) for n, _, p in self.rows if "databricks_payload" in p
-        ]
-        if payloads:
-            terminalreporter.section("Databricks dry run: runs/submit payloads")
-            for nodeid, payload in payloads:
-                terminalreporter.write_line(f"{nodeid}:")
-                terminalreporter.write_line(
-                    json.dumps(json.loads(payload), indent=2, sort_keys=True)
-                )
-        runs = [row for row in self.rows if "databricks_label" in row[2]]
-        if not runs:
-            return
-        terminalreporter.section("Databricks runs")
-        for nodeid, outcome, properties in runs:
-            run = properties.get("databricks_run_id", "-")
-            state = properties.get("databricks_result_state", "not submitted")
-            link = properties.get("databricks_run_page_url", "")
-            terminalreporter.write_line(f"{outcome.upper():7} {state:14} run {run:>8}  {nodeid}")
-            if link:
-                terminalreporter.write_line(f"        {link}")

@@ -15,6 +15,7 @@ report only when one of the two is asked for.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -286,3 +287,41 @@ def markdown(
 
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+class DatabricksSummary:
+    """Collects Databricks runs from the reports (on the xdist controller too) and lists
+    them, with their links, at the end of the session."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, dict[str, str]]] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        properties = {str(k): str(v) for k, v in report.user_properties}
+        if report.when == "call" and (
+            "databricks_label" in properties or "databricks_payload" in properties
+        ):
+            self.rows.append((report.nodeid, report.outcome, properties))
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        payloads = [
+            (n, p["databricks_payload"]) for n, _, p in self.rows if "databricks_payload" in p
+        ]
+        if payloads:
+            terminalreporter.section("Databricks dry run: runs/submit payloads")
+            for nodeid, payload in payloads:
+                terminalreporter.write_line(f"{nodeid}:")
+                terminalreporter.write_line(
+                    json.dumps(json.loads(payload), indent=2, sort_keys=True)
+                )
+        runs = [row for row in self.rows if "databricks_label" in row[2]]
+        if not runs:
+            return
+        terminalreporter.section("Databricks runs")
+        for nodeid, outcome, properties in runs:
+            run = properties.get("databricks_run_id", "-")
+            state = properties.get("databricks_result_state", "not submitted")
+            link = properties.get("databricks_run_page_url", "")
+            terminalreporter.write_line(f"{outcome.upper():7} {state:14} run {run:>8}  {nodeid}")
+            if link:
+                terminalreporter.write_line(f"        {link}")
