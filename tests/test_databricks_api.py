@@ -164,7 +164,11 @@ def test_a_given_workspace_is_used_and_left_open(fake: FakeWorkspace, tmp_path: 
 
 def test_the_projects_own_cluster_spec(fake: FakeWorkspace, tmp_path: Path) -> None:
     project = make_project(
-        tmp_path, **{"pytest-mlproject.yaml": "databricks:\n  cluster_spec: ../cluster.json\n"}
+        tmp_path,
+        **{
+            "pytest-mlproject.yaml": "databricks:\n  cluster_spec: cluster.json\n",
+            "cluster.json": json.dumps(SPEC),
+        },
     )
     assert submit_entry_point(project, "main").passed
 
