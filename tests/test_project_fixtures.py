@@ -43,6 +43,8 @@ def demo(root: Path, folder: str = "projects/demo", settings: str | None = None)
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    # The test modules made here are named test_fixture_*: pytester runs in this process,
+    # where the names of this suite's own modules (test_limits ...) are taken.
     return pytester.runpytest("-p", "no:cacheprovider", *args)
 
 
@@ -68,7 +70,7 @@ def test_load_check_render_and_run_a_project(pytester: pytest.Pytester) -> None:
     pytester.mkdir("tests")
     pytester.makepyfile(
         **{
-            "tests/test_demo.py": f"""
+            "tests/test_fixture_demo.py": f"""
             from pytest_mlproject import Project
             from pytest_mlproject.fixtures import MLprojectFixture
 
@@ -104,7 +106,7 @@ def test_load_check_render_and_run_a_project(pytester: pytest.Pytester) -> None:
 def test_a_failing_assertion_shows_the_runs_output(pytester: pytest.Pytester) -> None:
     demo(pytester.path)
     pytester.makepyfile(
-        test_demo="""
+        test_fixture_fail="""
         def test_fail(mlproject):
             result = mlproject.run("projects/demo", "fail")
             assert result.exit_code == 1
@@ -139,7 +141,7 @@ def test_check_reports_what_the_items_report(pytester: pytest.Pytester) -> None:
     (directory / "train.py").write_text("")
     (directory / "pytest-mlproject.yaml").write_text("paramters: {}\n")
     pytester.makepyfile(
-        test_problems="""
+        test_fixture_problems="""
         import pytest
 
 
@@ -195,7 +197,7 @@ def test_values_come_from_the_same_places_as_for_run_items(pytester: pytest.Pyte
     )
     pytester.makeini("[pytest]\nmlproject_params =\n    a=ini\n    b=ini\n")
     pytester.makepyfile(
-        test_values="""
+        test_fixture_values="""
         import pytest
         from pytest_mlproject import MissingParametersError
 
@@ -220,7 +222,7 @@ def test_values_come_from_the_same_places_as_for_run_items(pytester: pytest.Pyte
     )
     # No --mlproject: the fixture reads the options itself.
     run(pytester, "--mlproject-param", "a=cli").assert_outcomes(passed=2)
-    result = run(pytester, "--mlproject", "--mlproject-param", "a=cli", "test_values.py")
+    result = run(pytester, "--mlproject", "--mlproject-param", "a=cli", "test_fixture_values.py")
     result.assert_outcomes(passed=2)
 
 
@@ -237,7 +239,7 @@ def test_time_limits_docker_env_and_the_environment(pytester: pytest.Pytester) -
         "docker_env: {image: trainer}\nentry_points:\n  main:\n    command: echo\n"
     )
     pytester.makepyfile(
-        test_limits="""
+        test_fixture_limits="""
         import pytest
         from pytest_mlproject import NotRunnableError
 
@@ -267,7 +269,7 @@ def test_time_limits_docker_env_and_the_environment(pytester: pytest.Pytester) -
 def test_output_is_shown_as_it_comes_with_s(pytester: pytest.Pytester) -> None:
     demo(pytester.path)
     pytester.makepyfile(
-        test_live="""
+        test_fixture_live="""
         def test_live(mlproject):
             print("before")
             mlproject.run("projects/demo", parameters={"n": 2})
@@ -304,7 +306,7 @@ def test_load_a_project_from_a_git_repository(
     monkeypatch.setattr(tempfile, "tempdir", str(temporary))
     tagged = git(origin, "rev-parse", "v1^{commit}")
     pytester.makepyfile(
-        test_git=f"""
+        test_fixture_git=f"""
         import pytest
         from pytest_mlproject import SourceError
 
