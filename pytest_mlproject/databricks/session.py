@@ -45,6 +45,8 @@ MAX_POLL_INTERVAL = 30.0
 FIRST_POLL_INTERVAL = 1.0
 #: How long the poller keeps trying when the workspace does not answer, per run.
 LOST_CONTACT_AFTER = 600.0
+#: Tries at connecting when the workspace answers the identity check with a server error.
+CONNECT_ATTEMPTS = 3
 
 
 @dataclass
@@ -80,6 +82,7 @@ class Job:
     _next_poll: float = 0.0
     _interval: float = FIRST_POLL_INTERVAL
     _failing_since: float | None = None
+    _output_failing_since: float | None = None
 
 
 class Coordinator:
@@ -135,7 +138,7 @@ class Coordinator:
         if not jobs:
             return
         try:
-            self.workspace = self._connect()
+            self.workspace = self._connect_retrying()
         except CredentialsError as exc:
             self.connect_error = str(exc)
             for job in jobs:
@@ -151,6 +154,20 @@ class Coordinator:
             target=self._poll_loop, name="mlproject-poller", daemon=True
         )
         self._poller.start()
+
+    def _connect_retrying(self) -> Workspace:
+        """Connect, trying again when the workspace answered with a server error (500, 502,
+        504: the SDK retries only throttling, 503 and the network), so that one bad answer
+        to the identity check does not fail every item of the session."""
+        for attempt in range(CONNECT_ATTEMPTS):
+            try:
+                return self._connect()
+            except CredentialsError as exc:
+                server_error = exc.status is not None and exc.status >= 500
+                if not server_error or attempt == CONNECT_ATTEMPTS - 1:
+                    raise
+                time.sleep(2**attempt)
+        raise AssertionError("unreachable")
 
     def ensure(self, job: Job) -> Job:
         """The job for an item this process did not start with (xdist: another worker's
@@ -184,9 +201,14 @@ class Coordinator:
     def _submit_waiting(self) -> None:
         while True:
             with self._lock:
-                if not self._waiting or self._in_flight() >= self.max_parallel:
+                # Once the session is stopping, a run submitted now would only be cancelled.
+                if self._stop.is_set() or self._in_flight() >= self.max_parallel:
                     return
-                job = self._waiting.pop(0)
+                now = time.monotonic()
+                job = next((j for j in self._waiting if j._next_poll <= now), None)
+                if job is None:  # nothing waiting, or only jobs waiting to try again
+                    return
+                self._waiting.remove(job)
             self._submit(job)
 
     def _submit(self, job: Job) -> None:
@@ -209,15 +231,45 @@ class Coordinator:
                     job.run_id = run_id
                     job.submitted_at = time.monotonic()
                 self._record(run_id)
-            state = workspace.get_run(run_id)
         except DatabricksError as exc:
-            self._finish(job, error=f"could not submit the run: {exc}")
+            if not self._retry_later(job, exc):
+                self._finish(job, error=f"could not submit the run: {exc}")
             return
+        state: RunState | None
+        try:
+            state = workspace.get_run(run_id)
+        except DatabricksError:
+            # The run exists: the poller asks again, as it does for every run, instead of
+            # giving up on a run that would then go on with nobody to cancel it.
+            state = None
         with self._lock:
             job.state = state
+            job._failing_since = None
+            job._interval = FIRST_POLL_INTERVAL
             job._next_poll = time.monotonic() + FIRST_POLL_INTERVAL
-        link = state.run_page_url or f"run {run_id}"
+        link = (state.run_page_url if state is not None else None) or f"run {run_id}"
         self._say(f"{job.label}: submitted run {run_id}: {link}")
+
+    def _retry_later(self, job: Job, error: DatabricksError) -> bool:
+        """Queue ``job`` again after a transient failure to upload or submit (a 500, a lost
+        connection, throttling past the SDK's retries), for up to ``LOST_CONTACT_AFTER``.
+
+        Safe: the uploads are content-addressed and overwrite, and the submit carries the
+        job's idempotency token, so trying again never starts a second run. Without this, a
+        moment of trouble on the network failed an entry point that was fine.
+        """
+        if not error.transient or isinstance(error, CredentialsError) or self._stop.is_set():
+            return False
+        now = time.monotonic()
+        job._failing_since = job._failing_since or now
+        if now - job._failing_since > LOST_CONTACT_AFTER:
+            return False
+        job._interval = min(job._interval * 2, self.max_interval)
+        job._next_poll = now + job._interval
+        with self._lock:
+            self._waiting.append(job)
+        self._say(f"{job.label}: trying again in {job._interval:g} s: {error}")
+        return True
 
     def _body(self, job: Job, workspace: Workspace) -> dict[str, Any]:
         """The submit body with the launcher's location filled in."""
@@ -325,7 +377,11 @@ class Coordinator:
             if state.task_run_id is not None:  # the run's own output, passed or not
                 try:
                     job.output = workspace.get_output(state.task_run_id)
-                except DatabricksError:
+                except DatabricksError as exc:
+                    job._output_failing_since = job._output_failing_since or now
+                    if exc.transient and now - job._output_failing_since <= LOST_CONTACT_AFTER:
+                        job._next_poll = now + min(job._interval, self.max_interval)
+                        return  # ask again at the next poll, rather than lose the log
                     job.output = None  # the failure still shows its state and message
             self._finish(job)
             return
@@ -372,6 +428,11 @@ class Coordinator:
         self._stop.set()
         if self._poller is not None:
             self._poller.join(timeout=10)
+            if self._poller.is_alive():
+                # A request is still under way, maybe a submit: the run it starts must be
+                # known before the runs are cancelled. The SDK's retry budget bounds it.
+                self._echo("Databricks: waiting for a request under way before cancelling")
+                self._poller.join()
         with self._lock:
             active = [j for j in self.jobs.values() if j.run_id is not None and not j.done.is_set()]
             for job in self._waiting:
