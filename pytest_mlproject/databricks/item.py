@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_mlproject import redact
 from pytest_mlproject.config import CONFIG_KEY, COORDINATOR_KEY
 from pytest_mlproject.nodes import MLprojectFailure, report_problems
 from pytest_mlproject.problems import MLprojectError, Problem
@@ -47,6 +48,17 @@ def cluster_spec_for(
     if written is None:
         return session_spec
     return parse(written, base=context.settings.directory)
+
+
+def _scrubbed(value: Any, secrets: set[str]) -> Any:
+    """``value`` (JSON data) with secrets masked in every string, so it stays valid JSON."""
+    if isinstance(value, str):
+        return redact.scrub(value, secrets)
+    if isinstance(value, dict):
+        return {_scrubbed(k, secrets): _scrubbed(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrubbed(item, secrets) for item in value]
+    return value
 
 
 def coordinator(config: pytest.Config) -> Coordinator:
@@ -239,9 +251,13 @@ class DatabricksItem(pytest.Item):
         except DatabricksError as exc:
             raise MLprojectFailure([f"{self._where()}: {exc}"]) from None
         self.payload = body
-        text = json.dumps(body, indent=2, sort_keys=True)
+        # What is shown lands in CI logs and JUnit XML: a secret from the environment (in a
+        # cluster spec's spark_env_vars, a parameter value, a tracking URI) is masked there,
+        # as everywhere a local run's output is shown.
+        shown = _scrubbed(body, redact.secret_values())
+        text = json.dumps(shown, indent=2, sort_keys=True)
         self.add_report_section("call", "runs/submit payload (dry run)", text)
-        self.user_properties.append(("databricks_payload", json.dumps(body, sort_keys=True)))
+        self.user_properties.append(("databricks_payload", json.dumps(shown, sort_keys=True)))
 
     def _report(self, job: Job) -> None:
         state = job.state
