@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from pytest_mlproject import redact
 from pytest_mlproject.databricks.credentials import (
     CREDENTIAL_WAYS,
     Secrets,
@@ -257,7 +258,11 @@ class Workspace:
                 "Cannot connect to Databricks: the Databricks SDK (databricks-sdk) is not "
                 "installed; install it with: pip install 'pytest-mlproject[databricks]'"
             ) from None
+        # Besides the credentials the SDK uses: every secret-named variable of this process,
+        # which a run's log or a server's message may well quote back (a parameter value,
+        # spark_env_vars), and which a local run's output never shows either.
         secrets = Secrets()
+        secrets.add(*redact.secret_values())
         outcome: list[Workspace | BaseException] = []
 
         def attempt() -> None:
