@@ -119,20 +119,19 @@ def test_xdist_share(
     limit: int,
     expected: tuple[int, int, int],
 ) -> None:
-    monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
-    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", count)
-    assert session.share(limit) == expected
+    # A pytest started inside a worker inherits these variables without being a worker.
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw7")
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "8")
+    workerinput = {"workerid": worker, "workercount": int(count)} if worker else None
+    assert session.share(limit, workerinput) == expected
 
 
 @pytest.mark.parametrize(("limit", "workers"), [(16, 3), (16, 5), (7, 2), (16, 16), (5, 8)])
-def test_xdist_shares_add_up_to_the_limit(
-    monkeypatch: pytest.MonkeyPatch, limit: int, workers: int
-) -> None:
-    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", str(workers))
-    shares = []
-    for index in range(workers):
-        monkeypatch.setenv("PYTEST_XDIST_WORKER", f"gw{index}")
-        shares.append(session.share(limit)[2])
+def test_xdist_shares_add_up_to_the_limit(limit: int, workers: int) -> None:
+    shares = [
+        session.share(limit, {"workerid": f"gw{index}", "workercount": workers})[2]
+        for index in range(workers)
+    ]
     # Never more than the limit, but every worker can have one run.
     assert sum(shares) == max(limit, workers)
     assert min(shares) >= 1

@@ -69,7 +69,7 @@ def coordinator(config: pytest.Config) -> Coordinator:
     if existing is not None:
         return existing
     options = config.stash[CONFIG_KEY].databricks
-    _, _, limit = share(options.max_parallel)
+    _, _, limit = share(options.max_parallel, getattr(config, "workerinput", None))
     worker = getattr(config, "workerinput", None) is not None
     created = Coordinator(
         profile=options.profile,
@@ -228,7 +228,7 @@ class DatabricksItem(pytest.Item):
         from pytest_mlproject.databricks.session import share
 
         options = self.config.stash[CONFIG_KEY].databricks
-        index, count, _ = share(options.max_parallel)
+        index, count, _ = share(options.max_parallel, getattr(self.config, "workerinput", None))
         items = [item for item in self.session.items if isinstance(item, DatabricksItem)]
         jobs = []
         for position, item in enumerate(items):

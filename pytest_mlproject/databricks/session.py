@@ -535,7 +535,7 @@ def _interrupts_deferred() -> Iterator[None]:
             signal.raise_signal(signum)
 
 
-def share(limit: int) -> tuple[int, int, int]:
+def share(limit: int, workerinput: Mapping[str, Any] | None = None) -> tuple[int, int, int]:
     """This process's part of the work under pytest-xdist: (worker index, workers, limit).
 
     Each worker submits the items whose position modulo the number of workers is its own,
@@ -543,9 +543,14 @@ def share(limit: int) -> tuple[int, int, int]:
     up to the limit (rounding up for every worker would overshoot it: 3 workers and a limit
     of 16 would allow 18), except that every worker may have one run, so a limit below the
     number of workers allows one run per worker.
+
+    ``workerinput`` is what xdist gives a worker's config (``None`` elsewhere). It is read
+    rather than the PYTEST_XDIST_* variables, which a pytest session started from inside a
+    worker (pytester, a subprocess) inherits without being a worker itself.
     """
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    workerinput = workerinput or {}
+    worker = str(workerinput.get("workerid", ""))
+    count = int(workerinput.get("workercount", 1) or 1)
     index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
     base, extra = divmod(limit, count)
     return index, count, max(1, base + (1 if index < extra else 0))
