@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         render_command,
         user_parameters,
     )
+    from pytest_mlproject.databricks.api import DatabricksResult, submit_entry_point
     from pytest_mlproject.local import NotRunnableError, RunResult, run_command, run_entry_point
     from pytest_mlproject.problems import (
         RULES,
@@ -65,11 +66,14 @@ _EXPORTS = {
     "SourceError": "pytest_mlproject.sources",
     "git_commit": "pytest_mlproject.sources",
     "resolve_source": "pytest_mlproject.sources",
+    "DatabricksResult": "pytest_mlproject.databricks.api",
+    "submit_entry_point": "pytest_mlproject.databricks.api",
 }
 
 __all__ = [
     "RULES",
     "CommandError",
+    "DatabricksResult",
     "EntryPoint",
     "MLprojectError",
     "MLprojectWarning",
@@ -96,6 +100,7 @@ __all__ = [
     "resolve_source",
     "run_command",
     "run_entry_point",
+    "submit_entry_point",
     "user_parameters",
 ]
 

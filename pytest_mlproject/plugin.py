@@ -352,10 +352,14 @@ class _XdistHooks:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Cancel every Databricks run still active: after -x, Ctrl-C, SIGTERM or a crash."""
     config = session.config
-    stopped = bool(session.shouldstop) or session.exitstatus == pytest.ExitCode.INTERRUPTED
+    stopped = (
+        bool(session.shouldstop)
+        or bool(session.shouldfail)  # -x and --maxfail
+        or session.exitstatus == pytest.ExitCode.INTERRUPTED
+    )
     runs = config.stash.get(COORDINATOR_KEY, None)
     if runs is not None:
-        why = "the session was interrupted" if stopped else "the session ended before it finished"
+        why = "the session stopped early" if stopped else "the session ended before it finished"
         # An xdist worker that ends normally leaves other workers' runs to them.
         worker = getattr(config, "workerinput", None) is not None
         runs.close(why, handed_over=worker and not stopped)

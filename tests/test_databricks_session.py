@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -135,3 +136,42 @@ def test_xdist_shares_add_up_to_the_limit(limit: int, workers: int) -> None:
     # Never more than the limit, but every worker can have one run.
     assert sum(shares) == max(limit, workers)
     assert min(shares) >= 1
+
+
+class _Recorder:
+    """Stands in for a Workspace in the controller's clean-up: records what it is asked."""
+
+    def __init__(self) -> None:
+        self.cancelled: list[int] = []
+
+    def cancel(self, run_id: int) -> bool:
+        self.cancelled.append(run_id)
+        return True
+
+    def __enter__(self) -> _Recorder:
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        return None
+
+
+def test_controller_cancels_only_runs_no_worker_saw_end(tmp_path: Path) -> None:
+    ledger = tmp_path / "runs.txt"
+    ledger.write_text("submitted 1\nsubmitted 2\nended 1\nsubmitted 3\nended 3\n")
+    recorder = _Recorder()
+    lines: list[str] = []
+    session.cancel_left_behind(ledger, lines.append, lambda: recorder)  # type: ignore[arg-type,return-value]
+    assert recorder.cancelled == [2]
+    assert lines == ["Databricks: cancelled run 2: no worker was left to wait for it"]
+    assert not ledger.exists()
+
+
+def test_controller_does_not_connect_when_every_run_ended(tmp_path: Path) -> None:
+    ledger = tmp_path / "runs.txt"
+    ledger.write_text("submitted 1\nended 1\n")
+
+    def connect() -> Workspace:
+        raise AssertionError("connected although every run had ended")
+
+    session.cancel_left_behind(ledger, print, connect)
+    assert not ledger.exists()

@@ -72,7 +72,13 @@ def main(argv: list[str]) -> int:
     try:
         unpack(archive, workdir)
         print(f"launcher: running in {workdir}: {command}", flush=True)
-        child = subprocess.Popen(["bash", "-c", command], cwd=workdir, start_new_session=True)
+        # `python` in the command must be the cluster's Python, the one with the libraries,
+        # as a local run puts the running interpreter first on PATH.
+        env = dict(os.environ)
+        env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
+        child = subprocess.Popen(
+            ["bash", "-c", command], cwd=workdir, env=env, start_new_session=True
+        )
         return child.wait()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -392,6 +392,8 @@ class Coordinator:
         with self._lock:
             if job.done.is_set():
                 return
+            if job.run_id is not None and job.state is not None and job.state.terminal:
+                self._record(job.run_id, "ended")
             if error is not None:
                 job.error = error
             job.finished_at = time.monotonic()
@@ -447,12 +449,12 @@ class Coordinator:
             self.workspace.close()
         self._restore_sigterm()
 
-    def _record(self, run_id: int) -> None:
+    def _record(self, run_id: int, event: str = "submitted") -> None:
         if self.ledger is None:
             return
         # One short line with O_APPEND: whole on every POSIX file system we run on.
         with self.ledger.open("a", encoding="ascii") as ledger:
-            ledger.write(f"{run_id}\n")
+            ledger.write(f"{event} {run_id}\n")
 
     def _install_sigterm(self) -> None:
         """SIGTERM (a CI runner stopping the job) ends the session like Ctrl-C does, so the
@@ -485,14 +487,19 @@ def cancel_left_behind(
     ledger: Path, echo: Callable[[str], None], connect: Callable[[], Workspace]
 ) -> None:
     """On the xdist controller, once every worker is done: cancel the runs still active."""
+    submitted: set[int] = set()
+    ended: set[int] = set()
     try:
-        run_ids = sorted({int(line) for line in ledger.read_text("ascii").split()})
+        for line in ledger.read_text("ascii").splitlines():
+            event, _, number = line.partition(" ")
+            (ended if event == "ended" else submitted).add(int(number))
     except (OSError, ValueError):
         return
     finally:
         ledger.unlink(missing_ok=True)
+    run_ids = sorted(submitted - ended)
     if not run_ids:
-        return
+        return  # every run was seen to its end: no need to connect at all
     try:
         workspace = connect()
     except DatabricksError as exc:
