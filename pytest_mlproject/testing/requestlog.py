@@ -53,6 +53,7 @@ class RequestLog:
         self._secrets = tuple(s for s in secrets if s)
         self._lock = threading.Lock()
         self._entries: list[LoggedRequest] = []
+        self._arrived: list[tuple[str, str]] = []
 
     def record(
         self,
@@ -77,6 +78,23 @@ class RequestLog:
         with self._lock:
             self._entries.append(entry)
 
+    def arrive(self, method: str, path: str) -> None:
+        """Note a request as it arrives, before its latency and its answer."""
+        with self._lock:
+            self._arrived.append((method, _redact(path, self._secrets)))
+
+    def arrived(self, method: str | None = None, path_contains: str = "") -> int:
+        """How many requests with this method (any if ``None``) whose path contains
+        ``path_contains`` have arrived, answered or not: a test can act while one is under
+        way (send a signal during a slow submit), which :meth:`calls`, filled in as each
+        request is answered, cannot tell."""
+        with self._lock:
+            return sum(
+                1
+                for m, path in self._arrived
+                if (method is None or m == method) and path_contains in path
+            )
+
     def entries(self) -> list[LoggedRequest]:
         """A copy, safe to iterate while requests keep arriving."""
         with self._lock:
@@ -93,6 +111,7 @@ class RequestLog:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._arrived.clear()
 
     def __len__(self) -> int:
         with self._lock:

@@ -123,6 +123,7 @@ class _Handler(BaseHTTPRequestHandler):
                 request.data = json.loads(body)
             except ValueError:
                 request.data = None
+        workspace.log.arrive(request.method, request.path)
         latency, fault = workspace.faults.for_request(request.path)
         if latency:
             self.server.stopping.wait(latency)
