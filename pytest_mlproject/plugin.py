@@ -271,12 +271,19 @@ def _add_mlproject_paths(config: pytest.Config, settings: MLprojectConfig) -> No
             config.args.append(str(path))
 
 
-def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    """Do not follow a symbolic link back into a folder being searched.
+#: Folders reached through a link, and the path that first reached each.
+_FOLLOWED_LINKS = pytest.StashKey[dict[Path, Path]]()
 
-    pytest follows links to folders, and a link to an ancestor (``up -> ..``) makes the walk
-    grow without end. With ``--mlproject``, where whole repositories are searched, such links
-    are left out.
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Follow a symbolic link to a folder only where it leads to new ground, and at most once.
+
+    pytest follows links to folders. A link to an ancestor (``up -> ..``) makes the walk
+    grow without end; two folders linking to each other do too, and with two links each
+    the walk doubles at every level (it never ended). A link to a folder searched anyway
+    collects its projects twice (twice the Databricks runs), and a link out of the rootdir
+    would make a pull request check, run and upload files from elsewhere on the machine.
+    With ``--mlproject``, where whole repositories are searched, such links are left out.
     """
     settings = config.stash.get(CONFIG_KEY, None)
     if settings is None or not settings.enabled or not collection_path.is_symlink():
@@ -286,9 +293,29 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
         parent = collection_path.parent.resolve(strict=True)
     except (OSError, RuntimeError):  # a broken link or a loop of links
         return True
-    if target.is_dir() and (target == parent or target in parent.parents):
+    if not target.is_dir():
+        return None
+    if target == parent or target in parent.parents:
         return True
-    return None
+    if any(_inside(target, folder) for folder in _searched(config)):
+        return True  # the walk reaches it under its own name
+    if any(target == folder.resolve() for folder in collection_path.parents):
+        return True  # back into a folder on the way here, through other links
+    if not _inside(target, config.rootpath.resolve()):
+        return True
+    followed = config.stash.setdefault(_FOLLOWED_LINKS, {})
+    return followed.setdefault(target, collection_path) != collection_path or None
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _searched(config: pytest.Config) -> list[Path]:
+    """The folders pytest was asked to search, resolved."""
+    base = config.invocation_params.dir
+    paths = (Path(base, arg.split("::", 1)[0]) for arg in config.args)
+    return [path.resolve() for path in paths if path.is_dir()]
 
 
 def pytest_collect_directory(path: Path, parent: Collector) -> pytest.Collector | None:
