@@ -132,10 +132,24 @@ class Session:
             self.process.wait()
             pytest.fail(f"the session did not end after the signal:\n{self.output()}")
         self._reader.join(10)
+        # Killed alone, an xdist controller leaves its workers to notice and clean up:
+        # what they do counts too, so wait until they are gone.
+        deadline = time.monotonic() + REACH
+        while _group_alive(self.process.pid):
+            assert time.monotonic() < deadline, "the workers outlived the session"
+            time.sleep(0.1)
         return code
 
     def output(self) -> str:
         return "".join(self.lines)
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def assert_nothing_left(fake: FakeWorkspace, root: Path) -> None:
