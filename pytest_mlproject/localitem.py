@@ -14,7 +14,6 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +21,7 @@ import pytest
 
 from pytest_mlproject import commands, local, redact
 from pytest_mlproject.config import CONFIG_KEY
-from pytest_mlproject.nodes import MLprojectFailure
+from pytest_mlproject.nodes import EntryPointItem, MLprojectFailure
 from pytest_mlproject.problems import MLprojectError
 from pytest_mlproject.spec import EntryPoint, Project
 
@@ -133,20 +132,9 @@ def run_locally(
     )
 
 
-class RunItem(pytest.Item):
-    def __init__(
-        self,
-        *,
-        context: ProjectContext,
-        entry_point: EntryPoint,
-        has_errors: bool,
-        **kwargs: Any,
-    ) -> None:
+class RunItem(EntryPointItem):
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.context = context
-        self.entry_point = entry_point
-        self.has_errors = has_errors
-        self.add_marker("mlproject")
         self.add_marker("mlproject_run")
 
     def runtest(self) -> None:
@@ -163,7 +151,7 @@ class RunItem(pytest.Item):
         try:
             command = commands.render_command(entry, values, base_dir=project.directory)
         except MLprojectError as exc:
-            raise MLprojectFailure([f"{self._where()}: {exc}"]) from None
+            raise MLprojectFailure([f"{self.where()}: {exc}"]) from None
         self.user_properties.append(("command", redact.scrub(command)))
         from pytest_mlproject.trackingitem import end_run, local_status, start_run
 
@@ -199,7 +187,7 @@ class RunItem(pytest.Item):
 
     def _failure_lines(self, result: local.RunResult) -> list[str]:
         lines = [
-            f"{self._where()}: entry point {self.entry_point.name!r} failed: {result.describe()}",
+            f"{self.where()}: entry point {self.entry_point.name!r} failed: {result.describe()}",
             f"command: {result.command}",
             f"ran in: {result.cwd} with {result.environment}",
         ]
@@ -209,24 +197,3 @@ class RunItem(pytest.Item):
                 lines.append(f"--- last {len(tail)} lines of {name} ---")
                 lines.extend(tail)
         return lines
-
-    def _where(self) -> str:
-        descriptor = self.context.project.descriptor
-        path = descriptor if descriptor is not None else Path(self.path)
-        try:
-            shown = str(path.relative_to(self.config.rootpath))
-        except ValueError:
-            shown = str(path)
-        return f"{shown}:{self.entry_point.line}"
-
-    def repr_failure(
-        self,
-        excinfo: pytest.ExceptionInfo[BaseException],
-        style: Any = None,
-    ) -> str:
-        if isinstance(excinfo.value, MLprojectFailure):
-            return "\n".join(excinfo.value.lines)
-        return str(super().repr_failure(excinfo, style))
-
-    def reportinfo(self) -> tuple[Path, int, str]:
-        return self.path, self.entry_point.line - 1, self.nodeid

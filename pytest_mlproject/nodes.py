@@ -263,7 +263,51 @@ class EntryPointNode(pytest.Collector):
         return any(p.is_error for p in self.problems)
 
 
-class ProblemsItem(pytest.Item):
+class MLprojectItem(pytest.Item):
+    """Base of every item of ours: a failure we raise shows as its lines, never a traceback."""
+
+    def repr_failure(
+        self,
+        excinfo: pytest.ExceptionInfo[BaseException],
+        style: Any = None,
+    ) -> str:
+        if isinstance(excinfo.value, MLprojectFailure):
+            return "\n".join(excinfo.value.lines)
+        return str(super().repr_failure(excinfo, style))
+
+
+class EntryPointItem(MLprojectItem):
+    """An item that runs one entry point (``::run``, ``::databricks``)."""
+
+    def __init__(
+        self,
+        *,
+        context: ProjectContext,
+        entry_point: spec.EntryPoint,
+        has_errors: bool,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.context = context
+        self.entry_point = entry_point
+        self.has_errors = has_errors
+        self.add_marker("mlproject")
+
+    def where(self) -> str:
+        """``path:line`` of the entry point, relative to the rootdir, for messages."""
+        descriptor = self.context.project.descriptor
+        path = descriptor if descriptor is not None else Path(self.path)
+        try:
+            shown = str(path.relative_to(self.config.rootpath))
+        except ValueError:
+            shown = str(path)
+        return f"{shown}:{self.entry_point.line}"
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, self.entry_point.line - 1, self.nodeid
+
+
+class ProblemsItem(MLprojectItem):
     """Passes when its problems are only warnings (shown as pytest warnings); else fails."""
 
     def __init__(
@@ -299,15 +343,6 @@ class ProblemsItem(pytest.Item):
             return str(self.path.relative_to(self.config.rootpath))
         except ValueError:
             return str(self.path)
-
-    def repr_failure(
-        self,
-        excinfo: pytest.ExceptionInfo[BaseException],
-        style: Any = None,
-    ) -> str:
-        if isinstance(excinfo.value, MLprojectFailure):
-            return "\n".join(excinfo.value.lines)
-        return str(super().repr_failure(excinfo, style))
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, self.line - 1, self.nodeid

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from pytest_mlproject.nodes import SPEC_ITEM, MLprojectFailure, MLprojectFile
+from pytest_mlproject.nodes import SPEC_ITEM, MLprojectFailure, MLprojectFile, MLprojectItem
 
 SESSION_KEY = "mlproject_session_id"
 
@@ -56,7 +56,7 @@ class FailedSource(pytest.Collector):
         return [SourceFailure.from_parent(self, name=SPEC_ITEM, message=self.message)]
 
 
-class SourceFailure(pytest.Item):
+class SourceFailure(MLprojectItem):
     """The one item of a project URI that could not be fetched or read."""
 
     def __init__(self, *, message: str, **kwargs: Any) -> None:
@@ -66,11 +66,6 @@ class SourceFailure(pytest.Item):
 
     def runtest(self) -> None:
         raise MLprojectFailure([self.message])
-
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
-        if isinstance(excinfo.value, MLprojectFailure):
-            return "\n".join(excinfo.value.lines)
-        return str(super().repr_failure(excinfo, style))
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, 0, self.nodeid

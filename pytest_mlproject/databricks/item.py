@@ -15,9 +15,8 @@ import pytest
 
 from pytest_mlproject import redact
 from pytest_mlproject.config import CONFIG_KEY, COORDINATOR_KEY
-from pytest_mlproject.nodes import MLprojectFailure, report_problems
+from pytest_mlproject.nodes import EntryPointItem, MLprojectFailure, report_problems
 from pytest_mlproject.problems import MLprojectError, Problem
-from pytest_mlproject.spec import EntryPoint
 
 if TYPE_CHECKING:
     from pytest_mlproject.databricks.clusterspec import ClusterSpec
@@ -100,20 +99,9 @@ def terminal_echo(config: pytest.Config) -> Any:
     return echo
 
 
-class DatabricksItem(pytest.Item):
-    def __init__(
-        self,
-        *,
-        context: ProjectContext,
-        entry_point: EntryPoint,
-        has_errors: bool,
-        **kwargs: Any,
-    ) -> None:
+class DatabricksItem(EntryPointItem):
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.context = context
-        self.entry_point = entry_point
-        self.has_errors = has_errors
-        self.add_marker("mlproject")
         self.add_marker("databricks")
         self._prepared: Job | BaseException | None = None
         self._warnings: list[Problem] = []
@@ -134,7 +122,7 @@ class DatabricksItem(pytest.Item):
             if isinstance(self._prepared, _Skip):
                 pytest.skip(str(self._prepared))
             if isinstance(self._prepared, MLprojectError):
-                raise MLprojectFailure([f"{self._where()}: {self._prepared}"])
+                raise MLprojectFailure([f"{self.where()}: {self._prepared}"])
             raise self._prepared
         return self._prepared
 
@@ -249,7 +237,7 @@ class DatabricksItem(pytest.Item):
         try:
             body = placed(json.loads(json.dumps(job.body)), upload_dir)
         except DatabricksError as exc:
-            raise MLprojectFailure([f"{self._where()}: {exc}"]) from None
+            raise MLprojectFailure([f"{self.where()}: {exc}"]) from None
         self.payload = body
         # What is shown lands in CI logs and JUnit XML: a secret from the environment (in a
         # cluster spec's spark_env_vars, a parameter value, a tracking URI) is masked there,
@@ -285,7 +273,7 @@ class DatabricksItem(pytest.Item):
         from pytest_mlproject.databricks.runstate import detail_lines
 
         state, output = job.state, job.output
-        head = f"{self._where()}: entry point {self.entry_point.name!r} on Databricks"
+        head = f"{self.where()}: entry point {self.entry_point.name!r} on Databricks"
         if job.run_id is not None:
             head += f", run {job.run_id}"
         error = job.error
@@ -297,20 +285,3 @@ class DatabricksItem(pytest.Item):
             runs.connect_error_shown = True
         lines = [f"{head}: {error or (state.describe() if state else 'no state')}"]
         return lines + detail_lines(state.run_page_url if state else None, output, TAIL_LINES)
-
-    def _where(self) -> str:
-        descriptor = self.context.project.descriptor
-        path = descriptor if descriptor is not None else Path(self.path)
-        try:
-            shown = str(path.relative_to(self.config.rootpath))
-        except ValueError:
-            shown = str(path)
-        return f"{shown}:{self.entry_point.line}"
-
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
-        if isinstance(excinfo.value, MLprojectFailure):
-            return "\n".join(excinfo.value.lines)
-        return str(super().repr_failure(excinfo, style))
-
-    def reportinfo(self) -> tuple[Path, int, str]:
-        return self.path, self.entry_point.line - 1, self.nodeid
