@@ -280,7 +280,8 @@ def test_missing_credentials_are_one_clear_message(
             "*refused the credentials*(how to give credentials: see above)",
         ]
     )
-    assert result.stdout.str().count("--databricks-profile NAME") == 1
+    failures = result.stdout.str().split("short test summary info")[0]
+    assert failures.count("--databricks-profile NAME") == 1
     assert workspace.log.calls("POST", "workspace/import") == []
     assert "dapi-wrong" not in result.stdout.str()
 

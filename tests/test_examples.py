@@ -52,6 +52,8 @@ def test_broken_examples_show_their_problems(pytester: pytest.Pytester, name: st
     found = []
     item = ""
     for line in result.outlines:
+        if "short test summary info" in line:
+            break  # under CI (the CI variable set) pytest repeats whole messages there
         header = re.match(rf"_+ {name}/MLproject::(\S+) _+$", line)
         if header:
             item = header.group(1)
