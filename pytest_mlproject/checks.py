@@ -22,10 +22,12 @@ from pytest_mlproject.problems import Problem
 from pytest_mlproject.spec import (
     ENTRY_POINT_KEYS,
     PARAMETER_KEYS,
+    SPARK_JOB_KEYS,
     TOP_LEVEL_KEYS,
     EntryPoint,
     Parameter,
     Project,
+    kind_of,
     read,
 )
 
@@ -101,6 +103,18 @@ def unknown_keys(project: Project) -> Iterator[Problem]:
                 f"unknown top-level key {key!r}{_did_you_mean(str(key), TOP_LEVEL_KEYS)}; "
                 "MLflow ignores it: fix the name or remove it",
             )
+    spark_job = doc.get("databricks_spark_job")
+    if isinstance(spark_job, _yaml.YamlMap):
+        for key in spark_job:
+            if key not in SPARK_JOB_KEYS and key not in DOCUMENTATION_KEYS:
+                yield _problem(
+                    project,
+                    spark_job.line_of(key),
+                    "MLP209",
+                    f"unknown key {key!r} in `databricks_spark_job`"
+                    f"{_did_you_mean(str(key), SPARK_JOB_KEYS)}; MLflow ignores it: a Spark "
+                    "job takes `python_file`, `parameters` and `python_libraries`",
+                )
     entry_points = doc.get("entry_points")
     if not isinstance(entry_points, _yaml.YamlMap):
         return
@@ -323,6 +337,137 @@ def _docker(project: Project, docker: Any) -> Iterator[Problem]:
             'host) or [NAME, VALUE] pairs, e.g. `environment: [["NEW_VAR", "value"], '
             '"VAR_TO_COPY"]`',
         )
+
+
+# --- Databricks Spark jobs --------------------------------------------------------------
+
+_SPARK_ENVIRONMENTS = {"docker_env": "docker", "python_env": "python", "conda_env": "conda"}
+
+
+def spark_job(project: Project) -> Iterator[Problem]:
+    """MLP311: a ``databricks_spark_job`` section MLflow refuses when it loads the project, or
+    crashes on when it submits the job (``mlflow run -b databricks``)."""
+    doc = project.document
+    assert doc is not None
+    job = doc.get("databricks_spark_job")
+    if job is None:
+        return  # absent or left empty: MLflow treats both as no Spark job
+    line = doc.line_of("databricks_spark_job")
+    if not isinstance(job, _yaml.YamlMap):
+        yield _problem(
+            project,
+            line,
+            "MLP311",
+            f"`databricks_spark_job` is {_kind(job)}, not a mapping; MLflow fails on it with "
+            "AttributeError: write `python_file: job.py` indented under it, or remove it",
+        )
+        return
+    python_file = job.get("python_file")
+    if python_file is None and not project.entry_points:
+        yield _problem(
+            project,
+            line,
+            "MLP311",
+            "Databricks Spark job requires either 'databricks_spark_job.python_file' setting or "
+            "'entry_points' setting.: add `python_file: job.py` under `databricks_spark_job`, "
+            "or entry points",
+        )
+    if python_file is not None and project.entry_points:
+        yield _problem(
+            project,
+            job.line_of("python_file"),
+            "MLP311",
+            "Databricks Spark job does not allow setting both 'databricks_spark_job.python_file' "
+            "and 'entry_points'.: remove `python_file` to run the entry points, or "
+            "`entry_points` to run the file",
+        )
+    for ep in project.entry_points.values():
+        for param in ep.parameters.values():
+            if param.type == "path":
+                yield _problem(
+                    project,
+                    param.line,
+                    "MLP311",
+                    "Databricks Spark job does not support entry point parameter of 'path' "
+                    f"type. '{param.name}' value type is invalid.: use `type: string`; the "
+                    "value then reaches the job as written",
+                )
+    for key, kind in _SPARK_ENVIRONMENTS.items():
+        if key in doc:
+            yield _problem(
+                project,
+                doc.line_of(key),
+                "MLP311",
+                f"Databricks Spark job does not support setting {kind} environment.: remove "
+                f"`{key}`; the job runs in the cluster's environment, and "
+                "`databricks_spark_job.python_libraries` lists what to install there",
+            )
+    if python_file is not None:
+        yield from _spark_python_file(project, job, python_file)
+        parameters = job.get("parameters")
+        if parameters is not None and not _is_list_of_strings(parameters):
+            yield _problem(
+                project,
+                job.line_of("parameters"),
+                "MLP311",
+                "`databricks_spark_job.parameters` must be a list of strings, which MLflow "
+                "passes to the job as they are and Databricks refuses otherwise: write them "
+                'quoted, e.g. `parameters: ["--epochs", "10"]`',
+            )
+    libraries = job.get("python_libraries")
+    if libraries is not None and not _is_list_of_strings(libraries):
+        yield _problem(
+            project,
+            job.line_of("python_libraries"),
+            "MLP311",
+            "`databricks_spark_job.python_libraries` must be a list of pip requirement strings "
+            "(MLflow makes each one a PyPI library of the job): write e.g. "
+            '`python_libraries: ["scikit-learn==1.5"]`',
+        )
+
+
+def _spark_python_file(project: Project, job: _yaml.YamlMap, python_file: Any) -> Iterator[Problem]:
+    line = job.line_of("python_file")
+    if not isinstance(python_file, str) or not python_file:
+        yield _problem(
+            project,
+            line,
+            "MLP311",
+            f"`databricks_spark_job.python_file` is {_kind(python_file)}, not a file name; "
+            "MLflow fails on it when it submits the job: write the script's path relative to "
+            "the project folder, e.g. `python_file: job.py`",
+        )
+        return
+    target = project.directory / python_file
+    try:
+        inside = target.resolve().is_relative_to(project.directory.resolve())
+    except (OSError, RuntimeError):  # a link loop
+        inside = False
+    if not inside:
+        yield _problem(
+            project,
+            line,
+            "MLP311",
+            f"`databricks_spark_job.python_file` {python_file!r} lies outside the project "
+            "folder, so it does not travel with the project: move the script into the project",
+        )
+    elif not target.is_file():
+        yield _problem(
+            project,
+            line,
+            "MLP311",
+            f"`databricks_spark_job.python_file` {python_file!r} is not a file in the project "
+            "folder; MLflow fails to read it when it submits the job: add the script or fix "
+            "the path (relative to the folder holding the MLproject file)",
+        )
+
+
+def _kind(value: Any) -> str:
+    """``a string`` / ``empty`` for messages, from :func:`spec.kind_of`."""
+    if value is None or value == "":
+        return "empty"
+    name = kind_of(value)
+    return f"an {name}" if name[:1] in "aeiou" else f"a {name}"
 
 
 # --- parameters -------------------------------------------------------------------------
@@ -614,6 +759,21 @@ def main_entry_point(project: Project) -> Iterator[Problem]:
         and not isinstance(document["entry_points"], _yaml.YamlMap)
     ):
         return  # MLP203 already says what is wrong with `entry_points`
+    job = document.get("databricks_spark_job") if document is not None else None
+    if isinstance(job, _yaml.YamlMap) and job.get("python_file") is not None:
+        if project.entry_points:
+            return  # MLP311: python_file and entry points together
+        yield _problem(
+            project,
+            job.line_of("python_file"),
+            "MLP601",
+            "there is no `main` entry point: the project runs `databricks_spark_job."
+            "python_file` as a Databricks Spark job, which only `mlflow run -b databricks` "
+            "does (locally MLflow fails on it with AttributeError), and pytest-mlproject has "
+            "no entry point to run or submit: to test the script, give it an entry point "
+            "`main` instead of `python_file`",
+        )
+        return
     names = ", ".join(project.entry_points) or "none"
     yield _problem(
         project,
@@ -624,7 +784,14 @@ def main_entry_point(project: Project) -> Iterator[Problem]:
     )
 
 
-RULES: tuple[Rule, ...] = (unknown_keys, environment, parameters, commands, main_entry_point)
+RULES: tuple[Rule, ...] = (
+    unknown_keys,
+    environment,
+    spark_job,
+    parameters,
+    commands,
+    main_entry_point,
+)
 
 
 def misnamed_descriptor(path: Path) -> Problem:

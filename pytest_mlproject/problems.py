@@ -115,6 +115,7 @@ _CATALOGUE = (
     Rule("MLP308", "bad-python-env", E, "The python_env file is malformed."),
     Rule("MLP309", "bad-conda-env", E, "The conda environment file is malformed."),
     Rule("MLP310", "env-file-outside", W, "An environment file lies outside the project."),
+    Rule("MLP311", "bad-spark-job", E, "A `databricks_spark_job` MLflow refuses or crashes on."),
     # Parameters.
     Rule("MLP401", "parameter-key-typo", W, "A parameter key that is a typo for `type`/`default`."),
     Rule("MLP402", "unknown-type", W, "A parameter type MLflow does not document."),

@@ -34,6 +34,7 @@ ENV_KEYS: tuple[EnvType, ...] = ("docker_env", "python_env", "conda_env")
 TOP_LEVEL_KEYS = frozenset({"name", "entry_points", *ENV_KEYS, "databricks_spark_job"})
 ENTRY_POINT_KEYS = frozenset({"parameters", "command"})
 PARAMETER_KEYS = frozenset({"type", "default"})
+SPARK_JOB_KEYS = frozenset({"python_file", "parameters", "python_libraries"})
 
 
 @dataclass(frozen=True)
@@ -416,6 +417,10 @@ class _Builder:
                 + ", ".join(present)
                 + "; keep exactly one of docker_env, python_env and conda_env",
             )
+        if doc.get("databricks_spark_job") is not None and not present:
+            # MLflow returns before looking for an environment: a Spark job runs in the
+            # cluster's own, so python_env.yaml or conda.yaml beside it means nothing.
+            return "python_env", None, None
         docker = doc.get("docker_env")
         if docker:
             if not isinstance(docker, _yaml.YamlMap):

@@ -41,7 +41,17 @@ class Dependencies:
 
 
 def dependencies(project: Project) -> Dependencies:
-    """Read python_env / conda dependencies; what cannot be a cluster library is a problem."""
+    """Read python_env / conda dependencies; what cannot be a cluster library is a problem.
+
+    A Databricks Spark job project (``databricks_spark_job``) has no environment file: its
+    ``python_libraries`` become PyPI libraries, as MLflow makes them (MLP311 checks them).
+    """
+    job = project.document.get("databricks_spark_job") if project.document is not None else None
+    if isinstance(job, _yaml.YamlMap):
+        libraries = job.get("python_libraries")
+        if isinstance(libraries, list) and all(isinstance(item, str) for item in libraries):
+            return Dependencies(tuple(item.strip() for item in libraries if item.strip()))
+        return Dependencies()
     env_file = project.env_file
     if env_file is None or not env_file.is_file():
         return Dependencies()

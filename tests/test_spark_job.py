@@ -1,0 +1,156 @@
+"""``databricks_spark_job`` projects: MLP311 against what MLflow's own ``load_project`` does
+with the same descriptor, and what the run and Databricks paths make of such a project."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow.projects import _project_spec
+
+from pytest_mlproject import checks, spec
+from pytest_mlproject.databricks import preflight
+
+LOAD_PROJECT: Any = _project_spec.load_project
+
+EP = "entry_points:\n  main:\n    command: python train.py\n"
+PATH_EP = (
+    "entry_points:\n  main:\n    parameters:\n      data: {type: path, default: train.py}\n"
+    "    command: python train.py {data}\n"
+)
+
+#: Descriptors MLflow refuses when it loads them, and the start of its message.
+REFUSED = {
+    "neither": ("databricks_spark_job:\n  python_libraries: [pandas]\n", "requires either"),
+    "empty mapping": ("databricks_spark_job: {}\n", "requires either"),
+    "both": ("databricks_spark_job:\n  python_file: train.py\n" + EP, "does not allow setting"),
+    "path parameter": ("databricks_spark_job: {}\n" + PATH_EP, "does not support entry point"),
+    "docker": (
+        "databricks_spark_job: {python_file: train.py}\ndocker_env: {image: x}\n",
+        "does not support setting docker",
+    ),
+    "python_env": (
+        "databricks_spark_job: {python_file: train.py}\npython_env: env.yaml\n",
+        "does not support setting python",
+    ),
+    "conda_env": (
+        "databricks_spark_job: {python_file: train.py}\nconda_env: env.yaml\n",
+        "does not support setting conda",
+    ),
+}
+
+
+def project(directory: Path, descriptor: str) -> Path:
+    (directory / "MLproject").write_text(descriptor, encoding="utf-8")
+    (directory / "train.py").write_text("print('trained')\n", encoding="utf-8")
+    (directory / "env.yaml").write_text("dependencies: []\n", encoding="utf-8")
+    return directory
+
+
+def codes(directory: Path) -> list[str]:
+    return [p.code for p in checks.check(directory)]
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_what_mlflow_refuses_is_an_error_with_its_message(tmp_path: Path, case: str) -> None:
+    descriptor, mlflow_says = REFUSED[case]
+    folder = project(tmp_path, descriptor)
+    with pytest.raises(Exception, match=mlflow_says) as refused:
+        LOAD_PROJECT(str(folder))
+    ours = [p for p in checks.check(folder) if p.code == "MLP311"]
+    assert ours, f"MLflow refuses it ({refused.value}) but MLP311 is silent"
+    assert any(p.message.startswith(str(refused.value)) for p in ours), ours
+
+
+@pytest.mark.parametrize(
+    "descriptor",
+    [
+        "databricks_spark_job:\n  python_file: train.py\n  parameters: ['--x', '1']\n"
+        "  python_libraries: [pandas]\n",
+        "databricks_spark_job:\n  python_libraries: [pandas]\n" + EP,
+        "databricks_spark_job:\n" + EP,  # left empty: MLflow reads no Spark job at all
+    ],
+    ids=["python_file", "entry points", "null"],
+)
+def test_what_mlflow_accepts_has_no_mlp311(tmp_path: Path, descriptor: str) -> None:
+    folder = project(tmp_path, descriptor)
+    LOAD_PROJECT(str(folder))
+    assert "MLP311" not in codes(folder)
+
+
+@pytest.mark.parametrize(
+    ("descriptor", "line", "says"),
+    [
+        ("databricks_spark_job: [a]\n" + EP, 1, "is a list, not a mapping"),
+        ("databricks_spark_job: x\n" + EP, 1, "is a string, not a mapping"),
+        ("databricks_spark_job:\n  python_file: 12\n", 2, "is a number, not a file name"),
+        ("databricks_spark_job:\n  python_file: gone.py\n", 2, "'gone.py' is not a file"),
+        ("databricks_spark_job:\n  python_file: ../x.py\n", 2, "lies outside the project"),
+        ("databricks_spark_job:\n  python_file: /etc/hosts\n", 2, "lies outside the project"),
+        (
+            "databricks_spark_job:\n  python_file: train.py\n  parameters: [--epochs, 10]\n",
+            3,
+            "`databricks_spark_job.parameters` must be a list of strings",
+        ),
+        (
+            "databricks_spark_job:\n  python_libraries: pandas\n" + EP,
+            2,
+            "`databricks_spark_job.python_libraries` must be a list",
+        ),
+    ],
+)
+def test_what_mlflow_crashes_on_when_it_submits(
+    tmp_path: Path, descriptor: str, line: int, says: str
+) -> None:
+    problems = [p for p in checks.check(project(tmp_path, descriptor)) if p.code == "MLP311"]
+    assert [(p.line, says in p.message) for p in problems] == [(line, True)], problems
+
+
+def test_a_link_out_of_the_project_is_outside(tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere.py"
+    outside.write_text("print('not ours')\n", encoding="utf-8")
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "job.py").symlink_to(outside)
+    project(folder, "databricks_spark_job:\n  python_file: job.py\n")
+    [problem] = [p for p in checks.check(folder) if p.code == "MLP311"]
+    assert "lies outside the project" in problem.message
+
+
+def test_unknown_keys_in_the_section_are_mlp209(tmp_path: Path) -> None:
+    folder = project(tmp_path, "databricks_spark_job:\n  pythonfile: train.py\n" + EP)
+    [problem] = [p for p in checks.check(folder) if p.code == "MLP209"]
+    assert (problem.line, "did you mean `python_file`?" in problem.message) == (2, True)
+
+
+def test_a_python_file_job_says_there_is_nothing_to_run(tmp_path: Path) -> None:
+    folder = project(tmp_path, "databricks_spark_job:\n  python_file: train.py\n")
+    [problem] = checks.check(folder)
+    assert (problem.code, problem.line) == ("MLP601", 2)
+    assert "only `mlflow run -b databricks`" in problem.message
+
+
+def test_no_environment_file_applies_to_a_spark_job(tmp_path: Path) -> None:
+    """MLflow returns before it looks for python_env.yaml or conda.yaml."""
+    folder = project(tmp_path, "databricks_spark_job:\n  python_libraries: [pandas]\n" + EP)
+    (folder / "python_env.yaml").write_text("python: [not, valid]\n", encoding="utf-8")
+    loaded = spec.load(folder)
+    assert (loaded.env_type, loaded.env_file) == ("python_env", None)
+    assert codes(folder) == []
+    assert LOAD_PROJECT(str(folder)).env_type is None
+
+
+def test_python_libraries_become_the_cluster_libraries(tmp_path: Path) -> None:
+    folder = project(
+        tmp_path, "databricks_spark_job:\n  python_libraries: [pandas==2.2, ' numpy ']\n" + EP
+    )
+    assert preflight.dependencies(spec.load(folder)).packages == ("pandas==2.2", "numpy")
+
+
+def test_the_entry_points_of_a_spark_job_run_locally(pytester: pytest.Pytester) -> None:
+    """As with `mlflow run .`, which runs them in the current environment."""
+    project(pytester.path, "databricks_spark_job:\n  python_libraries: [pandas]\n" + EP)
+    result = pytester.runpytest("--mlproject", "--mlproject-run", "--mlproject-strict", "-s")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["*trained*"])
