@@ -120,7 +120,7 @@ class DatabricksItem(EntryPointItem):
                 self._prepared = exc
         if isinstance(self._prepared, BaseException):
             if isinstance(self._prepared, _Skip):
-                pytest.skip(str(self._prepared))
+                raise pytest.skip.Exception(str(self._prepared), _use_item_location=True)
             if isinstance(self._prepared, MLprojectError):
                 raise MLprojectFailure([f"{self.where()}: {self._prepared}"])
             raise self._prepared
