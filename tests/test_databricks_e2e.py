@@ -413,3 +413,45 @@ def test_dry_run_shows_the_paths_a_real_submit_sends(
     result.assert_outcomes(failed=3)
     result.stdout.fnmatch_lines(["*Cannot upload to 'dbfs:/tmp/x': DBFS is legacy*"])
     assert workspace.log.entries() == []
+
+
+SPARK_JOB = """\
+name: demo
+databricks_spark_job:
+  python_libraries: [six]
+entry_points:
+  main:
+    command: "python main.py hi data/input.txt"
+  shell:
+    command: "python3 main.py hi data/input.txt"
+"""
+
+
+def test_spark_job_commands_mlflow_refuses_fail_before_any_request(
+    pytester: pytest.Pytester, workspace: FakeWorkspace
+) -> None:
+    make_project(pytester.path, SPARK_JOB)
+    result = pytester.runpytest(
+        "--mlproject", "--databricks", "--databricks-cluster-spec", "cluster.json", "-rs",
+        "-p", "no:cacheprovider", "-k", "shell",
+    )  # fmt: skip
+    result.assert_outcomes(failed=1, skipped=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*_ demo/MLproject::shell::check _*",
+            "*MLP711 Databricks spark job only supports 'python' command*'python3'*",
+            "SKIPPED*demo/MLproject:7: the entry point has errors*",
+        ]
+    )
+    assert workspace.log.entries() == []
+
+
+def test_a_spark_job_installs_its_python_libraries(
+    pytester: pytest.Pytester, workspace: FakeWorkspace
+) -> None:
+    make_project(pytester.path, SPARK_JOB)
+    result = run(pytester, select="main")
+    result.assert_outcomes(passed=1)
+    (run_id,) = submitted_runs(workspace)
+    (task,) = workspace.client().jobs.get_run(run_id).tasks or []
+    assert [library.pypi.package for library in task.libraries or [] if library.pypi] == ["six"]

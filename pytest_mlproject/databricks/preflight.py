@@ -199,8 +199,24 @@ def outside_path(project: Project, entry: EntryPoint, name: str, value: Any) -> 
 
 
 def entry_problems(project: Project, entry: EntryPoint) -> Iterator[Problem]:
-    """``path`` defaults that do not travel (they go on the entry point's ``::check``)."""
+    """``path`` defaults that do not travel, and Spark job commands MLflow refuses (they go
+    on the entry point's ``::check``)."""
     assert project.descriptor is not None
+    job = project.document.get("databricks_spark_job") if project.document is not None else None
+    # MLflow splits the command on single spaces and runs the rest as the job's arguments.
+    if job is not None and isinstance(entry.command, str):
+        first = entry.command.split(" ")[0]
+        if first != "python":
+            yield Problem(
+                project.descriptor,
+                project.line_of("entry_points", entry.name, "command"),
+                "MLP711",
+                "Databricks spark job only supports 'python' command in the entry point "
+                f"configuration. (the command starts with {first!r}): start it with `python "
+                "SCRIPT.py`, a single space apart, or remove `databricks_spark_job` to run any "
+                "command",
+                entry.name,
+            )
     for parameter in entry.parameters.values():
         if parameter.type != "path" or parameter.default is None:
             continue
