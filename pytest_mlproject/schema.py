@@ -178,6 +178,46 @@ def generate() -> dict[str, Any]:
         key: {"type": "object", "properties": {other: False for other in ENV_KEYS if other != key}}
         for key in sorted(ENV_KEYS)
     }
+    # MLflow's refusals for a Spark job (MLP311): python_file or entry points, not both; no
+    # environment key; no `path` parameter.
+    path_parameter = {
+        "anyOf": [
+            {"const": "path"},
+            {"type": "object", "required": ["type"], "properties": {"type": {"const": "path"}}},
+        ]
+    }
+    spark_job_rules = {
+        "if": {
+            "required": ["databricks_spark_job"],
+            "properties": {"databricks_spark_job": {"type": "object"}},
+        },
+        "then": {
+            "not": {"anyOf": [{"required": [key]} for key in sorted(ENV_KEYS)]},
+            "oneOf": [
+                {
+                    "properties": {
+                        "databricks_spark_job": {
+                            "required": ["python_file"],
+                            "properties": {"python_file": {"type": "string"}},
+                        }
+                    }
+                },
+                {
+                    "required": ["entry_points"],
+                    "properties": {"entry_points": {"minProperties": 1}},
+                },
+            ],
+            "properties": {
+                "entry_points": {
+                    "additionalProperties": {
+                        "properties": {
+                            "parameters": {"additionalProperties": {"not": path_parameter}}
+                        }
+                    }
+                }
+            },
+        },
+    }
     return {
         "$schema": "http://json-schema.org/draft-07/schema#",
         "$id": SCHEMA_ID,
@@ -194,6 +234,7 @@ def generate() -> dict[str, Any]:
         "properties": {**top, **_documentation_keys()},
         "additionalProperties": True,
         "dependencies": one_environment,
+        **spark_job_rules,
         "definitions": {
             "entryPoint": {
                 "description": "An entry point: the command to run and the parameters it takes.",

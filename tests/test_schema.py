@@ -25,7 +25,7 @@ GOOD = sorted((HERE / "good").glob("*.yaml"))
 BAD = sorted((HERE / "bad").glob("*.yaml"))
 #: The errors about the descriptor's shape, which the schema must reject.
 STRUCTURAL = {"MLP201", "MLP202", "MLP203", "MLP204", "MLP205", "MLP206", "MLP207", "MLP208"}
-STRUCTURAL |= {"MLP301", "MLP303", "MLP304", "MLP305", "MLP306", "MLP307"}
+STRUCTURAL |= {"MLP301", "MLP303", "MLP304", "MLP305", "MLP306", "MLP307", "MLP311"}
 
 VALIDATOR = jsonschema.Draft7Validator(json.loads(schema.SCHEMA_FILE.read_text("utf-8")))
 
@@ -44,13 +44,17 @@ def structural_codes(project_dir: Path) -> set[str]:
 
 
 def project(tmp_path: Path, text: str) -> Path:
-    """A project folder with ``text`` as its MLproject, and the environment files it names."""
+    """A project folder with ``text`` as its MLproject, and the environment files and Spark
+    job script it names."""
     (tmp_path / "MLproject").write_text(text, encoding="utf-8")
     document = yaml.safe_load(text)
     if isinstance(document, dict):
         for key in ("python_env", "conda_env"):
             if isinstance(document.get(key), str):
                 (tmp_path / document[key]).write_text("dependencies: []\n", encoding="utf-8")
+        job = document.get("databricks_spark_job")
+        if isinstance(job, dict) and isinstance(job.get("python_file"), str):
+            (tmp_path / job["python_file"]).write_text("", encoding="utf-8")
     return tmp_path
 
 
@@ -73,12 +77,14 @@ def test_it_is_a_draft_07_schema_ready_for_schemastore() -> None:
 
 
 def _properties(node: Any, path: str = "#") -> Iterator[tuple[str, dict[str, Any]]]:
+    """The property schemas an editor shows on hover; constraints (if/then) are not hovered."""
     if isinstance(node, dict):
         for name, child in node.get("properties", {}).items():
             if child is not False:  # `false` forbids a key; it has nothing to describe
                 yield f"{path}/properties/{name}", child
         for key, child in node.items():
-            yield from _properties(child, f"{path}/{key}")
+            if key not in ("if", "then"):
+                yield from _properties(child, f"{path}/{key}")
     elif isinstance(node, list):
         for index, child in enumerate(node):
             yield from _properties(child, f"{path}/{index}")
