@@ -247,7 +247,7 @@ def count_harm(result: Result, fake: Any, root: Path, output: str, items: int) -
         for e in fake.log.calls("POST", "runs/submit")
         if isinstance(e.body, dict)
     }
-    runs = sum(1 for _ in fake.client().jobs.list_runs())
+    runs = len(fake.run_ids())  # not through the API: the faults are still on
     result.duplicated = max(0, runs - len(tokens)) + max(0, runs - items)
     kept = [output]
     for path in [root / "out.xml", *(root / ".pytest_cache").rglob("*")]:

@@ -21,8 +21,8 @@ def databricks_workspace() -> Iterator[FakeWorkspace]:
 
     Yields a started :class:`~pytest_mlproject.testing.FakeWorkspace`: ``host``, ``token``,
     ``client()`` (a configured ``databricks-sdk`` ``WorkspaceClient``), ``faults``, ``log``,
-    ``active_runs()`` and ``root``. Afterwards every run still going is killed, with its
-    processes, and the temporary directory is removed.
+    ``active_runs()``, ``run_ids()`` and ``root``. Afterwards every run still going is killed,
+    with its processes, and the temporary directory is removed.
     """
     from pytest_mlproject.testing.server import FakeWorkspace
 

@@ -200,6 +200,10 @@ class Runs:
         with self._changed:
             return [r.run_id for r in self._runs.values() if not r.terminal]
 
+    def ids(self) -> list[int]:
+        with self._changed:
+            return sorted(self._runs)
+
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop every active run (killing its processes) and wait for the run threads to end."""
         with self._changed:

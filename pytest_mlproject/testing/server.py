@@ -300,6 +300,13 @@ class FakeWorkspace:
             return []
         return self._runs.active()
 
+    def run_ids(self) -> list[int]:
+        """Ids of every run submitted, ended or not, read from the workspace's own state: no
+        request is made, so injected faults cannot get in the way of a test's final count."""
+        if self._runs is None:
+            return []
+        return self._runs.ids()
+
     def client(self, *, retry_timeout_seconds: int = 10, **options: Any) -> WorkspaceClient:
         """A ``databricks-sdk`` client for this workspace, with a short retry budget.
 
