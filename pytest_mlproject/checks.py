@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pytest_mlproject import _yaml
+from pytest_mlproject import _fs, _yaml
 from pytest_mlproject.problems import Problem
 from pytest_mlproject.spec import (
     ENTRY_POINT_KEYS,
@@ -187,7 +187,7 @@ def environment(project: Project) -> Iterator[Problem]:
     declared = project.document is not None and project.env_type in project.document
     key = project.env_type
     line = project.line_of(key) if declared else 1
-    if not env_file.exists():
+    if not _fs.exists(env_file):
         kind = "python_env file" if key == "python_env" else "conda environment file"
         yield _problem(
             project,
@@ -197,9 +197,8 @@ def environment(project: Project) -> Iterator[Problem]:
             f"create it, or point `{key}` at the right file",
         )
         return
-    try:
-        env_file.resolve().relative_to(project.directory.resolve())
-    except ValueError:
+    target = _fs.resolved(env_file)
+    if target is None or not target.is_relative_to(project.directory.resolve()):
         yield _problem(
             project,
             line,
@@ -439,11 +438,8 @@ def _spark_python_file(project: Project, job: _yaml.YamlMap, python_file: Any) -
         )
         return
     target = project.directory / python_file
-    try:
-        inside = target.resolve().is_relative_to(project.directory.resolve())
-    except (OSError, RuntimeError):  # a link loop
-        inside = False
-    if not inside:
+    where = _fs.resolved(target)
+    if where is None or not where.is_relative_to(project.directory.resolve()):
         yield _problem(
             project,
             line,
@@ -451,7 +447,7 @@ def _spark_python_file(project: Project, job: _yaml.YamlMap, python_file: Any) -
             f"`databricks_spark_job.python_file` {python_file!r} lies outside the project "
             "folder, so it does not travel with the project: move the script into the project",
         )
-    elif not target.is_file():
+    elif not _fs.is_file(target):
         yield _problem(
             project,
             line,
@@ -537,7 +533,7 @@ def _parameter(project: Project, ep: EntryPoint, param: Parameter) -> Iterator[P
         local = not parsed.scheme or (parsed.scheme == "file" and not parsed.netloc)
         if local and value and "{" not in value and "$" not in value:
             target = Path(parsed.path if parsed.scheme == "file" else value)
-            if not (project.directory / target).exists():
+            if not _fs.exists(project.directory / target):
                 yield _problem(
                     project,
                     param.line,
@@ -703,7 +699,7 @@ def _formats_strings(spec: str) -> bool:
 def _scripts(project: Project, ep: EntryPoint, line: int) -> Iterator[Problem]:
     assert ep.command is not None
     for script in _scripts_run_by(ep.command):
-        if not (project.directory / script).exists():
+        if not _fs.exists(project.directory / script):
             yield _problem(
                 project,
                 line,

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_mlproject import _yaml
+from pytest_mlproject import _fs, _yaml
 from pytest_mlproject.commands import ParamSpec
 from pytest_mlproject.problems import Problem
 from pytest_mlproject.spec import Project, implicit_entry_point, kind_of
@@ -437,8 +437,8 @@ class _Reader:
         folder outside Git), links followed; ``None`` if it stays inside."""
         project = self.path.parent.resolve()
         top = next((f for f in (project, *project.parents) if (f / ".git").exists()), project)
-        target = (self.path.parent / Path(written.strip()).expanduser()).resolve()
-        if _inside(target, top):
+        target = _fs.resolved(self.path.parent / Path(written.strip()).expanduser())
+        if target is not None and _inside(target, top):
             return None
         return "outside the project folder" if top == project else "outside the repository"
 

@@ -791,3 +791,74 @@ def test_values_reach_the_cluster_as_one_word_through_the_launcher(
     assert result.returncode == 0, result.stderr
     assert not canary.exists()
     assert echoed.read_text("utf-8").split("\0")[:-1] == [value, f"--{key}", value]
+
+
+# ---------------------------------------------------------------------------------------------
+# Names no file system takes: too long for the OS, or holding a NUL byte (YAML's "\0")
+
+_LONG = "x" * 5000
+_UNUSABLE_NAMES = {"too long": _LONG, "NUL": "a\\0b"}
+_PATH_FIELDS = {
+    "conda_env": ('conda_env: "{name}"\n' + GOOD, {}),
+    "python_env": ('python_env: "{name}"\n' + GOOD, {}),
+    "spark python_file": ('databricks_spark_job:\n  python_file: "{name}"\n', {}),
+    "path default": (
+        'entry_points:\n  main:\n    parameters:\n      d: {{type: path, default: "{name}"}}\n'
+        "    command: python train.py {{d}}\n",
+        {},
+    ),
+    "script": ('entry_points:\n  main:\n    command: "python {name}.py"\n', {}),
+    "requirements line": (
+        "python_env: python_env.yaml\n" + GOOD,
+        {"python_env.yaml": 'python: "3.11"\ndependencies: ["-r {name}"]\n'},
+    ),
+    "settings cluster_spec": (
+        GOOD,
+        {"pytest-mlproject.yaml": 'databricks:\n  cluster_spec: "{name}"\n'},
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_UNUSABLE_NAMES))
+@pytest.mark.parametrize("field", sorted(_PATH_FIELDS))
+def test_names_no_file_system_takes_are_problems_not_tracebacks(
+    pytester: pytest.Pytester, field: str, name: str
+) -> None:
+    descriptor, files = _PATH_FIELDS[field]
+    value = _UNUSABLE_NAMES[name]
+    make_project(
+        pytester.path / "bad",
+        descriptor.format(name=value),
+        **{file: text.format(name=value) for file, text in files.items()},
+    )
+    make_project(pytester.path / "good")
+    (pytester.path / "cluster.json").write_text(SPEC_JSON)
+    result = pytester.runpytest(
+        "--mlproject", "--mlproject-run", "--databricks-cluster-spec", "cluster.json",
+        "-p", "no:cacheprovider", "-rA",
+    )  # fmt: skip
+    output = result.stdout.str()
+    assert "Traceback" not in output, output
+    assert "failed while reading" not in output, output
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, output
+    assert "PASSED good/MLproject::main::run" in output
+    assert "bad/MLproject:" in output  # the problem names its file and line
+
+
+@pytest.mark.parametrize("name", sorted(_UNUSABLE_NAMES))
+def test_an_unusable_path_value_given_on_the_command_line_is_one_clear_failure(
+    pytester: pytest.Pytester, name: str
+) -> None:
+    make_project(
+        pytester.path / "p",
+        "entry_points:\n  main:\n    parameters:\n      d: path\n"
+        "    command: python train.py {d}\n",
+    )
+    value = {"too long": _LONG, "NUL": "x\0y"}[name]  # in-process: argv may hold a NUL here
+    result = pytester.runpytest(
+        "--mlproject", "--mlproject-run", f"--mlproject-param=d={value}", "-p", "no:cacheprovider"
+    )
+    output = result.stdout.str()
+    assert "Traceback" not in output, output
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*Got value x* for parameter d, but no such file*"])

@@ -118,9 +118,10 @@ def _read(path: Path) -> str:
             f"cannot read the cluster spec {path}: it is not a regular file; give a JSON "
             "file or inline JSON (see docs/databricks.md)"
         ) from None
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the name
         raise SpecError(
-            f"cannot read the cluster spec {path}: {exc.strerror or exc}; give a JSON "
+            f"cannot read the cluster spec {path}: {getattr(exc, 'strerror', None) or exc}; "
+            "give a JSON "
             "file or inline JSON (see docs/databricks.md)"
         ) from None
     if len(data) > MAX_SPEC_BYTES:

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_mlproject import commands
+from pytest_mlproject import _fs, commands
 from pytest_mlproject.databricks import preflight
 from pytest_mlproject.problems import MLprojectError
 from pytest_mlproject.spec import EntryPoint, Project
@@ -50,8 +50,8 @@ def cluster_command(project: Project, entry: EntryPoint, values: Mapping[str, An
         if text == "" or (parsed.scheme and not (parsed.scheme == "file" and not parsed.netloc)):
             continue  # remote (dbfs:/, s3://...): passed unchanged
         local = parsed.path if parsed.scheme == "file" else text
-        target = (project.directory / local).resolve()
-        if not target.exists():
+        target = _fs.resolved(project.directory / local)
+        if target is None or not _fs.exists(target):
             raise commands.ParameterError(
                 f"Got value {text} for parameter {name}, but no such file or directory was found."
             )

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_mlproject import _yaml
+from pytest_mlproject import _fs, _yaml
 from pytest_mlproject.databricks.archive import excluded
 from pytest_mlproject.databricks.clusterspec import ClusterSpec, check_spec
 from pytest_mlproject.problems import Problem
@@ -53,7 +53,7 @@ def dependencies(project: Project) -> Dependencies:
             return Dependencies(tuple(item.strip() for item in libraries if item.strip()))
         return Dependencies()
     env_file = project.env_file
-    if env_file is None or not env_file.is_file():
+    if env_file is None or not _fs.is_file(env_file):
         return Dependencies()
     try:
         data = _yaml.read_head(env_file, _yaml.DEFAULT_LIMITS.max_bytes)
@@ -78,9 +78,9 @@ def dependencies(project: Project) -> Dependencies:
         text = entry.strip()
         requirements = _REQUIREMENTS.match(text)
         if requirements:
-            target = (env_file.parent / requirements.group(2)).resolve()
+            target = _fs.resolved(env_file.parent / requirements.group(2))
             root = project.directory.resolve()
-            if not target.is_file() or root not in target.parents:
+            if target is None or not _fs.is_file(target) or root not in target.parents:
                 problems.append(
                     _unusable(env_file, line, text, "the file is missing or outside the project")
                 )
@@ -187,9 +187,9 @@ def outside_path(project: Project, entry: EntryPoint, name: str, value: Any) -> 
     if text == "" or (parsed.scheme and not (parsed.scheme == "file" and not parsed.netloc)):
         return None
     local = Path(parsed.path if parsed.scheme == "file" else text).expanduser()
-    target = (project.directory / local).resolve()
+    target = _fs.resolved(project.directory / local)
     root = project.directory.resolve()
-    if target == root or root in target.parents:
+    if target is not None and (target == root or root in target.parents):
         return None
     return (
         f"`path` parameter {name!r} of entry point {entry.name!r} is {text!r}, outside the "
