@@ -66,6 +66,8 @@ class MLprojectConfig:
 CONFIG_KEY = pytest.StashKey[MLprojectConfig]()
 #: The session's Databricks coordinator, once the first Databricks item has started it.
 COORDINATOR_KEY: pytest.StashKey[Coordinator] = pytest.StashKey()
+#: In an xdist worker's ``workerinput``: the controller's ``--dist`` (workers see ``no``).
+DIST_KEY = "mlproject_dist"
 
 
 def parse_config(config: pytest.Config) -> MLprojectConfig:

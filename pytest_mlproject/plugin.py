@@ -366,13 +366,16 @@ def pytest_collection_modifyitems(session: pytest.Session, items: list[pytest.It
 
 
 class _XdistHooks:
-    """Registered only when pytest-xdist is: hand the session id down to the workers."""
+    """Registered only when pytest-xdist is: hand the session id, and how items are shared
+    out (``--dist``, which xdist resets to ``no`` on the workers), down to the workers."""
 
     @staticmethod
     def pytest_configure_node(node: Any) -> None:
+        from pytest_mlproject.config import DIST_KEY
         from pytest_mlproject.uriitems import SESSION_KEY, session_id
 
         node.workerinput[SESSION_KEY] = session_id(node.config)
+        node.workerinput[DIST_KEY] = str(node.config.getoption("dist", "no"))
 
 
 @pytest.hookimpl(trylast=True)

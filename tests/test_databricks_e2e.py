@@ -455,3 +455,21 @@ def test_a_spark_job_installs_its_python_libraries(
     (run_id,) = submitted_runs(workspace)
     (task,) = workspace.client().jobs.get_run(run_id).tasks or []
     assert [library.pypi.package for library in task.libraries or [] if library.pypi] == ["six"]
+
+
+def test_under_dist_loadfile_every_entry_point_is_in_flight_together(
+    pytester: pytest.Pytester, workspace: FakeWorkspace
+) -> None:
+    """xdist sends all items of a descriptor to one worker; that worker submits them all
+    before waiting, not each one after the previous run ended."""
+    slow = "".join(f"  slow{i}:\n    command: python slow.py 2\n" for i in range(4))
+    make_project(pytester.path, "entry_points:\n" + slow)
+    result = run(pytester, "-n", "2", "--dist", "loadfile")
+    result.assert_outcomes(passed=4)
+    submitted = [entry.at for entry in workspace.log.calls("POST", "runs/submit")]
+    client = workspace.client()
+    ended = [
+        (client.jobs.get_run(run_id).end_time or 0) / 1000 for run_id in submitted_runs(workspace)
+    ]
+    assert len(submitted) == len(ended) == 4
+    assert max(submitted) < min(ended), "an entry point was submitted only after a run ended"

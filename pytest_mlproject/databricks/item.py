@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_mlproject import redact
-from pytest_mlproject.config import CONFIG_KEY, COORDINATOR_KEY
+from pytest_mlproject.config import CONFIG_KEY, COORDINATOR_KEY, DIST_KEY
 from pytest_mlproject.nodes import EntryPointItem, MLprojectFailure, report_problems
 from pytest_mlproject.problems import MLprojectError, Problem
 
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 TAIL_LINES = 40
 PLACEHOLDER_DIR = "/Workspace/Users/<you>/.pytest-mlproject"
 ARCHIVES_KEY = pytest.StashKey[dict[Path, Any]]()
+#: Descriptors whose Databricks items this worker has all submitted (``--dist loadfile``).
+_FILES_SUBMITTED = pytest.StashKey[set[Path]]()
 
 
 class _Skip(Exception):
@@ -200,6 +202,8 @@ class DatabricksItem(EntryPointItem):
         if not runs.started:
             runs.start(self._session_share())
         job = runs.ensure(job)
+        for sibling in self._coming_here():
+            runs.ensure(sibling, first=False)
         from pytest_mlproject.trackingitem import end_databricks_run, end_run
 
         try:
@@ -226,6 +230,26 @@ class DatabricksItem(EntryPointItem):
                 jobs.append(item.prepared())
             except (pytest.skip.Exception, MLprojectFailure):
                 continue
+        return jobs
+
+    def _coming_here(self) -> list[Job]:
+        """Jobs of the items that will surely run in this process after this one: under
+        ``--dist loadfile`` every item of a file goes to the worker that got its first one,
+        whatever this worker's share says. Submitting them when the first of them runs keeps
+        them in flight together instead of one after another as each is reached. Once per
+        file."""
+        workerinput: dict[str, Any] = getattr(self.config, "workerinput", None) or {}
+        files = self.config.stash.setdefault(_FILES_SUBMITTED, set())
+        if workerinput.get(DIST_KEY) != "loadfile" or self.path in files:
+            return []
+        files.add(self.path)
+        jobs = []
+        for item in self.session.items:
+            if isinstance(item, DatabricksItem) and item is not self and item.path == self.path:
+                try:
+                    jobs.append(item.prepared())
+                except (pytest.skip.Exception, MLprojectFailure):
+                    continue
         return jobs
 
     def _dry_run(self, job: Job, upload_dir: str) -> None:

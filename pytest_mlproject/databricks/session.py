@@ -169,9 +169,10 @@ class Coordinator:
                 time.sleep(2**attempt)
         raise AssertionError("unreachable")
 
-    def ensure(self, job: Job) -> Job:
+    def ensure(self, job: Job, *, first: bool = True) -> Job:
         """The job for an item this process did not start with (xdist: another worker's
-        share). Submitting it again returns the run already started, thanks to its token."""
+        share). Submitting it again returns the run already started, thanks to its token.
+        ``first``: ahead of the jobs waiting for a free slot (an item waits for it now)."""
         with self._lock:
             known = self.jobs.get(job.nodeid)
             if known is not None:
@@ -182,7 +183,7 @@ class Coordinator:
         elif self.workspace is None:
             self.start([job])
         else:
-            self._enqueue(job, first=True)
+            self._enqueue(job, first=first)
             self._submit_waiting()
         return job
 
