@@ -131,6 +131,12 @@ def local_skip_reason(project: Project) -> str | None:
             f"docker_env project: its commands need the Docker image{named}, and local runs "
             "use the current Python interpreter; run it with `mlflow run` instead"
         )
+    if any(entry.spark_python_file for entry in project.entry_points.values()):
+        return (
+            "Databricks Spark job: MLflow runs its `databricks_spark_job.python_file` only on "
+            "Databricks (`mlflow run -b databricks`; locally it fails with AttributeError): "
+            "run it with --databricks"
+        )
     return None
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pytest_mlproject import _yaml
+from pytest_mlproject import _fs, _yaml
 from pytest_mlproject.problems import MLprojectError, Problem
 
 DESCRIPTOR_NAME = "mlproject"
@@ -61,6 +61,10 @@ class EntryPoint:
     implicit: bool = False
     #: The reader found a shape MLflow crashes on; see the project's problems.
     broken: bool = False
+    #: Made up from ``databricks_spark_job.python_file``: the script and its ``parameters``.
+    #: ``mlflow run -b databricks`` runs that file whatever entry point is asked for, and
+    #: ignores ``-P`` values; it cannot run it locally.
+    spark_python_file: bool = False
 
     @property
     def required_parameters(self) -> list[str]:
@@ -453,6 +457,31 @@ class _Builder:
             return "conda_env", self.directory / DEFAULT_CONDA_FILE, None
         return "python_env", None, None
 
+    def spark_python_file(self, entry_points: Mapping[str, EntryPoint]) -> EntryPoint | None:
+        """The entry point ``main`` for a Databricks Spark job given as ``python_file``:
+        ``python FILE PARAMETERS...``, as MLflow submits it. Only for a well-formed job (a
+        file in the project, parameters that are strings, no entry points): MLP311 says what
+        is wrong with any other."""
+        job = self.document.get("databricks_spark_job")
+        if entry_points or not isinstance(job, _yaml.YamlMap):
+            return None
+        python_file = job.get("python_file")
+        parameters = job.get("parameters") or []
+        if not isinstance(python_file, str) or not python_file or not isinstance(parameters, list):
+            return None
+        if not all(isinstance(p, str) for p in parameters):
+            return None
+        target = self.directory / python_file
+        where = _fs.resolved(target)
+        if where is None or not where.is_relative_to(self.directory.resolve()):
+            return None
+        if not _fs.is_file(target):
+            return None
+        words = " ".join(shlex.quote(word) for word in (python_file, *parameters))
+        # Braces doubled: the command is a template, and these words are not placeholders.
+        command = "python " + words.replace("{", "{{").replace("}", "}}")
+        return EntryPoint("main", command, {}, job.line_of("python_file"), spark_python_file=True)
+
     def name(self) -> str:
         raw = self.document.get("name")
         if raw is None or raw == "":
@@ -469,6 +498,9 @@ def _build(
     builder = _Builder(directory, descriptor, document)
     builder.problems.extend(problems)
     entry_points = builder.entry_points()
+    spark = builder.spark_python_file(entry_points)
+    if spark is not None:
+        entry_points = {spark.name: spark}
     env_type, env_file, docker_env = builder.environment()
     return Project(
         directory=directory,

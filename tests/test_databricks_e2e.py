@@ -473,3 +473,21 @@ def test_under_dist_loadfile_every_entry_point_is_in_flight_together(
     ]
     assert len(submitted) == len(ended) == 4
     assert max(submitted) < min(ended), "an entry point was submitted only after a run ended"
+
+
+def test_a_spark_job_python_file_is_submitted_as_main(
+    pytester: pytest.Pytester, workspace: FakeWorkspace
+) -> None:
+    """`mlflow run -b databricks` submits the file with its parameters and ignores -P."""
+    make_project(
+        pytester.path,
+        "databricks_spark_job:\n  python_file: echo.py\n  parameters: ['--name', 'a b']\n"
+        "  python_libraries: [six]\n",
+        **{"echo.py": "import sys\nprint('argv', sys.argv[1:])\n"},
+    )
+    result = run(pytester, "--mlproject-param", "ignored=1", "-rA")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*demo/MLproject::main::databricks*", "*argv ?'--name', 'a b'?"])
+    (run_id,) = submitted_runs(workspace)
+    (task,) = workspace.client().jobs.get_run(run_id).tasks or []
+    assert [library.pypi.package for library in task.libraries or [] if library.pypi] == ["six"]

@@ -3,13 +3,14 @@ with the same descriptor, and what the run and Databricks paths make of such a p
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any
 
 import pytest
 from mlflow.projects import _project_spec
 
-from pytest_mlproject import checks, spec
+from pytest_mlproject import checks, commands, spec
 from pytest_mlproject.databricks import preflight
 
 LOAD_PROJECT: Any = _project_spec.load_project
@@ -124,11 +125,46 @@ def test_unknown_keys_in_the_section_are_mlp209(tmp_path: Path) -> None:
     assert (problem.line, "did you mean `python_file`?" in problem.message) == (2, True)
 
 
-def test_a_python_file_job_says_there_is_nothing_to_run(tmp_path: Path) -> None:
-    folder = project(tmp_path, "databricks_spark_job:\n  python_file: train.py\n")
-    [problem] = checks.check(folder)
-    assert (problem.code, problem.line) == ("MLP601", 2)
-    assert "only `mlflow run -b databricks`" in problem.message
+def test_a_python_file_job_is_the_entry_point_main(tmp_path: Path) -> None:
+    """MLflow submits ``python FILE PARAMETERS`` whatever entry point is asked for."""
+    folder = project(
+        tmp_path,
+        "databricks_spark_job:\n  python_file: train.py\n"
+        "  parameters: ['--name', 'a b', '{not-a-placeholder}']\n",
+    )
+    loaded = spec.load(folder)
+    assert list(loaded.entry_points) == ["main"]
+    main = loaded.entry_points["main"]
+    assert (main.spark_python_file, main.line, main.parameters) == (True, 2, {})
+    rendered = commands.render_command(main, {}, base_dir=folder)
+    assert shlex.split(rendered) == ["python", "train.py", "--name", "a b", "{not-a-placeholder}"]
+    assert checks.check(folder) == []
+
+
+@pytest.mark.parametrize(
+    ("descriptor", "made"),
+    [
+        ("databricks_spark_job:\n  python_file: train.py\n  note: x\n", True),
+        ("databricks_spark_job:\n  python_file: gone.py\n", False),
+        ("databricks_spark_job:\n  python_file: train.py\n  parameters: [--n, 10]\n", False),
+        ("databricks_spark_job:\n  python_file: train.py\n" + EP, False),
+    ],
+    ids=["unknown key", "missing file", "numbers", "with entry points"],
+)
+def test_main_is_made_only_for_a_well_formed_job(
+    tmp_path: Path, descriptor: str, made: bool
+) -> None:
+    entry_points = spec.load(project(tmp_path, descriptor)).entry_points
+    assert any(e.spark_python_file for e in entry_points.values()) == made
+
+
+def test_a_python_file_job_is_skipped_locally_saying_why(pytester: pytest.Pytester) -> None:
+    project(pytester.path, "databricks_spark_job:\n  python_file: train.py\n")
+    result = pytester.runpytest("--mlproject", "--mlproject-run", "--mlproject-strict", "-rs")
+    result.assert_outcomes(passed=2, skipped=1)
+    result.stdout.fnmatch_lines(
+        ["SKIPPED*MLproject:2: Databricks Spark job: MLflow runs its*only on Databricks*"]
+    )
 
 
 def test_no_environment_file_applies_to_a_spark_job(tmp_path: Path) -> None:
