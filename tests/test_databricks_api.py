@@ -140,7 +140,7 @@ def test_the_run_is_cancelled_when_the_wait_ends_early(
 
     with pytest.raises(exception):
         submit_entry_point(project, "slow", cluster_spec=SPEC, echo=echo)
-    assert fake.active_runs() == []
+    assert fake.wait_idle() == []
     assert any(line.startswith("Databricks: cancelled run") for line in lines)
 
 

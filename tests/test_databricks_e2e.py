@@ -357,7 +357,7 @@ def test_interrupt_cancels_every_active_run(
     process.send_signal(signal.SIGINT)
     out, _ = process.communicate(timeout=60)
     assert b"cancelled run" in out
-    assert workspace.active_runs() == []
+    assert workspace.wait_idle() == []
 
 
 def test_sigterm_cancels_every_active_run(
@@ -388,7 +388,7 @@ def test_sigterm_cancels_every_active_run(
     process.send_signal(signal.SIGTERM)
     out, _ = process.communicate(timeout=60)
     assert b"cancelled run" in out, out.decode()
-    assert workspace.active_runs() == []
+    assert workspace.wait_idle() == []
 
 
 def test_path_values_travel_inside_the_archive(

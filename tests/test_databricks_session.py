@@ -69,7 +69,7 @@ def test_a_run_past_its_deadline_is_cancelled(fake: FakeWorkspace) -> None:
         line.startswith(f"Databricks: cancelled run {stuck.run_id} (stuck)") for line in lines
     )
     runs.close()
-    assert fake.active_runs() == []
+    assert fake.wait_idle() == []
 
 
 def test_close_cancels_what_is_still_running(fake: FakeWorkspace) -> None:
@@ -79,7 +79,7 @@ def test_close_cancels_what_is_still_running(fake: FakeWorkspace) -> None:
     runs.start(jobs)
     assert len(fake.active_runs()) == 3
     runs.close("the test ended")
-    assert fake.active_runs() == []
+    assert fake.wait_idle() == []
     assert all(j.error == "cancelled: the test ended" for j in jobs)
     assert sum("cancelled run" in line for line in lines) == 3
 

@@ -192,7 +192,8 @@ def test_without_the_sdk_the_error_says_how_to_install_it(
 def test_an_unreachable_host_fails_fast_and_says_so() -> None:
     host = f"http://127.0.0.1:{closed_port()}"
     with pytest.raises(CredentialsError) as caught:
-        Workspace.connect(host=host, token=PLANTED, connect_timeout=2)
+        # Two refused tries, each followed by 1-2 s of the SDK's back-off, fit in 4 s.
+        Workspace.connect(host=host, token=PLANTED, connect_timeout=4)
     message = str(caught.value)
     assert f"Cannot reach Databricks at {host}" in message
     assert "connection refused" in message
@@ -763,11 +764,12 @@ def test_endless_throttling_gives_up_after_the_retry_budget(
     databricks_workspace: FakeWorkspace,
 ) -> None:
     fake = databricks_workspace
-    workspace = Workspace.connect(host=fake.host, token=fake.token, retry_timeout=1)
+    # The SDK sleeps Retry-After plus up to 1 s between tries: 2 s always allows a second try.
+    workspace = Workspace.connect(host=fake.host, token=fake.token, retry_timeout=2)
     fake.faults.set(error_rate=1.0, error_status=429, retry_after=0)
     with pytest.raises(DatabricksError) as caught:
         workspace.get_run(1)
-    assert "gave up after 1 s of retries; last: Databricks answered REQUEST_LIMIT_EXCEEDED" in str(
+    assert "gave up after 2 s of retries; last: Databricks answered REQUEST_LIMIT_EXCEEDED" in str(
         caught.value
     )
     assert caught.value.transient

@@ -17,6 +17,7 @@ import socketserver
 import sys
 import tempfile
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -299,6 +300,16 @@ class FakeWorkspace:
         if self._runs is None:
             return []
         return self._runs.active()
+
+    def wait_idle(self, timeout: float = 30.0) -> list[int]:
+        """Wait until no run is active, at most ``timeout`` seconds; the runs still active.
+
+        A cancel is asynchronous, on Databricks as here: the run ends a moment after the
+        request is answered. Check "nothing left running" with ``wait_idle() == []``."""
+        deadline = time.monotonic() + timeout
+        while self.active_runs() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.active_runs()
 
     def run_ids(self) -> list[int]:
         """Ids of every run submitted, ended or not, read from the workspace's own state: no
