@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import io
 import os
+import select
 import shlex
+import signal
 import subprocess
 import sys
 import tarfile
 import threading
+import time
 import tracemalloc
 import unicodedata
 from collections.abc import Callable
@@ -257,8 +260,22 @@ def unreadable_as_nobody(folder: Path, name: str) -> list[str]:
         finally:
             os._exit(code)
     os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        output = pipe.read().decode()
+    # A forked child of a threaded process (xdist) could deadlock on a lock another thread
+    # held at the fork: give up after HANG_GUARD instead of hanging the suite.
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + HANG_GUARD
+    with os.fdopen(read_end, "rb", buffering=0) as pipe:
+        while True:
+            ready, _, _ = select.select([pipe], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                pytest.fail(f"the child reading as nobody hung; it said: {b''.join(chunks)!r}")
+            chunk = pipe.read(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    output = b"".join(chunks).decode()
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0, output
     return output.splitlines()
