@@ -22,6 +22,15 @@ def is_file(path: Path) -> bool:
     return os.path.isfile(path)
 
 
+def expanded(path: Path) -> Path | None:
+    """``path`` with a leading ``~`` or ``~user`` expanded, or ``None`` when that user (or
+    the home folder) is unknown, where ``Path.expanduser()`` raises."""
+    try:
+        return path.expanduser()
+    except (RuntimeError, KeyError):
+        return None
+
+
 def resolved(path: Path) -> Path | None:
     """``path`` made absolute with links followed, or ``None`` when the name is unusable."""
     try:

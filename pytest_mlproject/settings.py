@@ -437,7 +437,8 @@ class _Reader:
         folder outside Git), links followed; ``None`` if it stays inside."""
         project = self.path.parent.resolve()
         top = next((f for f in (project, *project.parents) if (f / ".git").exists()), project)
-        target = _fs.resolved(self.path.parent / Path(written.strip()).expanduser())
+        expanded = _fs.expanded(Path(written.strip()))
+        target = None if expanded is None else _fs.resolved(self.path.parent / expanded)
         if target is not None and _inside(target, top):
             return None
         return "outside the project folder" if top == project else "outside the repository"

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_mlproject import _fs
 from pytest_mlproject._yaml import NotAFileError, read_head
 from pytest_mlproject.problems import MLprojectError, Problem
 
@@ -73,7 +74,13 @@ def parse(value: str | Mapping[str, Any], base: Path | None = None) -> ClusterSp
         if stripped.startswith(("{", "[")):
             text = stripped
         else:
-            path = Path(stripped).expanduser()
+            expanded = _fs.expanded(Path(stripped))
+            if expanded is None:
+                raise SpecError(
+                    f"cannot read the cluster spec {stripped}: no such user or home folder; "
+                    "give a JSON file or inline JSON (see docs/databricks.md)"
+                )
+            path = expanded
             if base is not None and not path.is_absolute():
                 path = base / path
             text = _read(path)

@@ -186,8 +186,8 @@ def outside_path(project: Project, entry: EntryPoint, name: str, value: Any) -> 
     parsed = urllib.parse.urlparse(text)
     if text == "" or (parsed.scheme and not (parsed.scheme == "file" and not parsed.netloc)):
         return None
-    local = Path(parsed.path if parsed.scheme == "file" else text).expanduser()
-    target = _fs.resolved(project.directory / local)
+    local = _fs.expanded(Path(parsed.path if parsed.scheme == "file" else text))
+    target = None if local is None else _fs.resolved(project.directory / local)
     root = project.directory.resolve()
     if target is not None and (target == root or root in target.parents):
         return None
