@@ -416,8 +416,8 @@ def spark_job(project: Project) -> Iterator[Problem]:
                 "passes to the job as they are and Databricks refuses otherwise: write them "
                 'quoted, e.g. `parameters: ["--epochs", "10"]`',
             )
-    libraries = job.get("python_libraries")
-    if libraries is not None and not _is_list_of_strings(libraries):
+    # Left empty, `python_libraries:` is None, which MLflow fails to iterate when it submits.
+    if "python_libraries" in job and not _is_list_of_strings(job["python_libraries"]):
         yield _problem(
             project,
             job.line_of("python_libraries"),
@@ -428,7 +428,12 @@ def spark_job(project: Project) -> Iterator[Problem]:
         )
 
 
+_FUTURE_IMPORT = re.compile(rb"^from[ \t]+__future__[ \t]+import\b", re.MULTILINE)
+
+
 def _spark_python_file(project: Project, job: _yaml.YamlMap, python_file: Any) -> Iterator[Problem]:
+    """MLflow reads ``python_file`` on the submitting machine (after uploading the project)
+    and pastes its code into a job script of its own, below a few lines that set it up."""
     line = job.line_of("python_file")
     if not isinstance(python_file, str) or not python_file:
         yield _problem(
@@ -442,15 +447,7 @@ def _spark_python_file(project: Project, job: _yaml.YamlMap, python_file: Any) -
         return
     target = project.directory / python_file
     where = _fs.resolved(target)
-    if where is None or not where.is_relative_to(project.directory.resolve()):
-        yield _problem(
-            project,
-            line,
-            "MLP311",
-            f"`databricks_spark_job.python_file` {python_file!r} lies outside the project "
-            "folder, so it does not travel with the project: move the script into the project",
-        )
-    elif not _fs.is_file(target):
+    if where is None or not _fs.is_file(target):
         yield _problem(
             project,
             line,
@@ -458,6 +455,32 @@ def _spark_python_file(project: Project, job: _yaml.YamlMap, python_file: Any) -
             f"`databricks_spark_job.python_file` {python_file!r} is not a file in the project "
             "folder; MLflow fails to read it when it submits the job: add the script or fix "
             "the path (relative to the folder holding the MLproject file)",
+        )
+        return
+    if not where.is_relative_to(project.directory.resolve()):
+        yield _problem(
+            project,
+            line,
+            "MLP312",
+            f"`databricks_spark_job.python_file` {python_file!r} lies outside the project "
+            "folder: MLflow reads it from this machine, but pytest-mlproject sends only the "
+            "project folder, so it neither runs nor submits this job: move the script into "
+            "the project",
+        )
+        return  # not read either: a pull request must not make CI quote files elsewhere
+    try:
+        code = _yaml.read_head(target, _yaml.DEFAULT_LIMITS.max_bytes)
+    except (OSError, ValueError):
+        return
+    future = _FUTURE_IMPORT.search(code)
+    if future is not None:
+        yield Problem(
+            target,
+            code.count(b"\n", 0, future.start()) + 1,
+            "MLP311",
+            "`from __future__ import` in a Spark job's python_file: MLflow pastes the script's "
+            "code below lines of its own, where such an import is a SyntaxError, so the job "
+            "fails on the cluster: remove it, or move the code into a module the script imports",
         )
 
 

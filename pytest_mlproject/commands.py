@@ -128,6 +128,8 @@ def render_command(
         raise CommandError(
             f"entry point {entry_point.name!r} has no command to run; add `command:` under it"
         )
+    if entry_point.spark_python_file:
+        user_values = None  # MLflow ignores -P for a Spark job's python_file
     resolved = resolve_parameters(entry_point, user_values, base_dir)
     try:
         command = entry_point.command.format(**resolved.declared)

@@ -116,6 +116,7 @@ _CATALOGUE = (
     Rule("MLP309", "bad-conda-env", E, "The conda environment file is malformed."),
     Rule("MLP310", "env-file-outside", W, "An environment file lies outside the project."),
     Rule("MLP311", "bad-spark-job", E, "A `databricks_spark_job` MLflow refuses or crashes on."),
+    Rule("MLP312", "spark-file-outside", W, "A Spark job's `python_file` outside the project."),
     # Parameters.
     Rule("MLP401", "parameter-key-typo", W, "A parameter key that is a typo for `type`/`default`."),
     Rule("MLP402", "unknown-type", W, "A parameter type MLflow does not document."),

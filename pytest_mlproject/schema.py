@@ -169,7 +169,11 @@ def generate() -> dict[str, Any]:
     )
     spark_job = _properties(
         SPARK_JOB,
-        {"python_file": {"type": "string"}, "parameters": _STRINGS, "python_libraries": _STRINGS},
+        {
+            "python_file": {"type": "string"},
+            "parameters": _or_null(_STRINGS),  # left empty: MLflow sends no parameters
+            "python_libraries": _STRINGS,  # left empty: MLflow fails to iterate it
+        },
         SPARK_JOB,
     )
     # MLflow refuses a descriptor with two environment keys, whatever their values: each

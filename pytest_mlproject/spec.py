@@ -465,6 +465,8 @@ class _Builder:
         job = self.document.get("databricks_spark_job")
         if entry_points or not isinstance(job, _yaml.YamlMap):
             return None
+        if any(key in self.document for key in ENV_KEYS):
+            return None  # MLflow refuses a Spark job with an environment (MLP311)
         python_file = job.get("python_file")
         parameters = job.get("parameters") or []
         if not isinstance(python_file, str) or not python_file or not isinstance(parameters, list):
@@ -477,7 +479,8 @@ class _Builder:
             return None
         if not _fs.is_file(target):
             return None
-        words = " ".join(shlex.quote(word) for word in (python_file, *parameters))
+        script = f"./{python_file}" if python_file.startswith("-") else python_file
+        words = " ".join(shlex.quote(word) for word in (script, *parameters))
         # Braces doubled: the command is a template, and these words are not placeholders.
         command = "python " + words.replace("{", "{{").replace("}", "}}")
         return EntryPoint("main", command, {}, job.line_of("python_file"), spark_python_file=True)

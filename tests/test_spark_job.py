@@ -87,8 +87,9 @@ def test_what_mlflow_accepts_has_no_mlp311(tmp_path: Path, descriptor: str) -> N
         ("databricks_spark_job: x\n" + EP, 1, "is a string, not a mapping"),
         ("databricks_spark_job:\n  python_file: 12\n", 2, "is a number, not a file name"),
         ("databricks_spark_job:\n  python_file: gone.py\n", 2, "'gone.py' is not a file"),
-        ("databricks_spark_job:\n  python_file: ../x.py\n", 2, "lies outside the project"),
-        ("databricks_spark_job:\n  python_file: /etc/hosts\n", 2, "lies outside the project"),
+        ("databricks_spark_job:\n  python_file: ../x.py\n", 2, "'../x.py' is not a file"),
+        ('databricks_spark_job:\n  python_file: "a\\0b.py"\n', 2, "is not a file"),
+        ("databricks_spark_job:\n  python_libraries:\n" + EP, 2, "must be a list"),
         (
             "databricks_spark_job:\n  python_file: train.py\n  parameters: [--epochs, 10]\n",
             3,
@@ -108,15 +109,44 @@ def test_what_mlflow_crashes_on_when_it_submits(
     assert [(p.line, says in p.message) for p in problems] == [(line, True)], problems
 
 
-def test_a_link_out_of_the_project_is_outside(tmp_path: Path) -> None:
+def test_a_file_outside_the_project_is_a_warning_and_not_read(tmp_path: Path) -> None:
+    """MLflow reads it from the submitting machine; we send only the project folder."""
     outside = tmp_path / "elsewhere.py"
-    outside.write_text("print('not ours')\n", encoding="utf-8")
+    outside.write_text("from __future__ import annotations\n", encoding="utf-8")
     folder = tmp_path / "project"
     folder.mkdir()
     (folder / "job.py").symlink_to(outside)
-    project(folder, "databricks_spark_job:\n  python_file: job.py\n")
-    [problem] = [p for p in checks.check(folder) if p.code == "MLP311"]
-    assert "lies outside the project" in problem.message
+    for written in ("job.py", "../elsewhere.py", str(outside)):
+        project(folder, f"databricks_spark_job:\n  python_file: {written}\n")
+        LOAD_PROJECT(str(folder))
+        problems = checks.check(folder)
+        assert [(p.code, p.line) for p in problems] == [("MLP312", 2)], problems
+        assert "neither runs nor submits" in problems[0].message
+        assert spec.load(folder).entry_points == {}
+
+
+def test_a_future_import_breaks_the_job_mlflow_pastes_it_into(tmp_path: Path) -> None:
+    folder = project(tmp_path, "databricks_spark_job:\n  python_file: job.py\n")
+    (folder / "job.py").write_text('"""Doc."""\n\nfrom __future__ import annotations\n')
+    [problem] = checks.check(folder)
+    assert (problem.code, problem.path.name, problem.line) == ("MLP311", "job.py", 3)
+
+
+def test_left_empty_parameters_are_what_mlflow_accepts(tmp_path: Path) -> None:
+    folder = project(tmp_path, "databricks_spark_job:\n  python_file: train.py\n  parameters:\n")
+    LOAD_PROJECT(str(folder))
+    assert checks.check(folder) == []
+    assert shlex.split(spec.load(folder).entry_points["main"].command or "") == [
+        "python",
+        "train.py",
+    ]
+
+
+def test_a_python_file_named_like_an_option_is_still_the_script(tmp_path: Path) -> None:
+    folder = project(tmp_path, "databricks_spark_job:\n  python_file: -x.py\n")
+    (folder / "-x.py").write_text("")
+    main = spec.load(folder).entry_points["main"]
+    assert shlex.split(commands.render_command(main, {"ignored": 1})) == ["python", "./-x.py"]
 
 
 def test_unknown_keys_in_the_section_are_mlp209(tmp_path: Path) -> None:
@@ -148,8 +178,9 @@ def test_a_python_file_job_is_the_entry_point_main(tmp_path: Path) -> None:
         ("databricks_spark_job:\n  python_file: gone.py\n", False),
         ("databricks_spark_job:\n  python_file: train.py\n  parameters: [--n, 10]\n", False),
         ("databricks_spark_job:\n  python_file: train.py\n" + EP, False),
+        ("databricks_spark_job:\n  python_file: train.py\nconda_env: env.yaml\n", False),
     ],
-    ids=["unknown key", "missing file", "numbers", "with entry points"],
+    ids=["unknown key", "missing file", "numbers", "with entry points", "with an environment"],
 )
 def test_main_is_made_only_for_a_well_formed_job(
     tmp_path: Path, descriptor: str, made: bool
@@ -190,3 +221,31 @@ def test_the_entry_points_of_a_spark_job_run_locally(pytester: pytest.Pytester) 
     result = pytester.runpytest("--mlproject", "--mlproject-run", "--mlproject-strict", "-s")
     result.assert_outcomes(passed=3)
     result.stdout.fnmatch_lines(["*trained*"])
+
+
+@pytest.mark.parametrize(
+    ("command", "refused"),
+    [
+        ("python train.py --x 1", None),
+        ("'{py} train.py'", None),  # MLflow fills the template in first
+        ("python3 train.py", "starts with 'python3'"),
+        ("bash run.sh", "starts with 'bash'"),
+        ("|\n      python train.py\n", "'train.py\\n' is not a file"),
+        ("python  train.py", "'' is not a file"),
+        ("python -m train", "'-m' is not a file"),
+        ("python", "'' is not a file"),
+    ],
+)
+def test_spark_job_commands_as_mlflow_splits_them(
+    tmp_path: Path, command: str, refused: str | None
+) -> None:
+    """MLP711: MLflow splits the filled-in command on single spaces; the second word is the
+    Python file it reads."""
+    descriptor = (
+        "databricks_spark_job: {}\nentry_points:\n  main:\n"
+        "    parameters: {py: {type: string, default: python}}\n"
+        f"    command: {command}\n"
+    )
+    loaded = spec.load(project(tmp_path, descriptor))
+    problems = list(preflight.entry_problems(loaded, loaded.entry_points["main"]))
+    assert [refused in p.message for p in problems] == ([] if refused is None else [True])

@@ -32,11 +32,8 @@ def cluster_command(project: Project, entry: EntryPoint, values: Mapping[str, An
     """The command as ``mlflow run`` renders it, with ``path`` values made relative to the
     project folder: the launcher runs the command where it unpacked the project.
 
-    Raises ``MLprojectError`` for a value MLflow refuses or one that does not travel. A Spark
-    job's ``python_file`` takes no values: MLflow ignores ``-P`` for it.
+    Raises ``MLprojectError`` for a value MLflow refuses or one that does not travel.
     """
-    if entry.spark_python_file:
-        return commands.render_command(entry, {}, base_dir=project.directory)
     given = dict(values)
     parameters = dict(entry.parameters)
     for name, parameter in entry.parameters.items():

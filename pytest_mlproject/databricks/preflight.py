@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_mlproject import _fs, _yaml
+from pytest_mlproject import _fs, _yaml, commands
 from pytest_mlproject.databricks.archive import excluded
 from pytest_mlproject.databricks.clusterspec import ClusterSpec, check_spec
-from pytest_mlproject.problems import Problem
+from pytest_mlproject.problems import MLprojectError, Problem
 from pytest_mlproject.spec import EntryPoint, Project
 
 COMMUNITY_EDITION = "community.cloud.databricks.com"
@@ -203,18 +203,14 @@ def entry_problems(project: Project, entry: EntryPoint) -> Iterator[Problem]:
     on the entry point's ``::check``)."""
     assert project.descriptor is not None
     job = project.document.get("databricks_spark_job") if project.document is not None else None
-    # MLflow splits the command on single spaces and runs the rest as the job's arguments.
-    if job is not None and isinstance(entry.command, str):
-        first = entry.command.split(" ")[0]
-        if first != "python":
+    if job is not None and isinstance(entry.command, str) and not entry.spark_python_file:
+        problem = _spark_command_problem(project, entry)
+        if problem is not None:
             yield Problem(
                 project.descriptor,
                 project.line_of("entry_points", entry.name, "command"),
                 "MLP711",
-                "Databricks spark job only supports 'python' command in the entry point "
-                f"configuration. (the command starts with {first!r}): start it with `python "
-                "SCRIPT.py`, a single space apart, or remove `databricks_spark_job` to run any "
-                "command",
+                problem,
                 entry.name,
             )
     for parameter in entry.parameters.values():
@@ -223,6 +219,34 @@ def entry_problems(project: Project, entry: EntryPoint) -> Iterator[Problem]:
         reason = outside_path(project, entry, parameter.name, parameter.default)
         if reason is not None:
             yield Problem(project.descriptor, parameter.line, "MLP707", reason, entry.name)
+
+
+def _spark_command_problem(project: Project, entry: EntryPoint) -> str | None:
+    """What MLflow refuses or fails on in a Spark job entry point: it fills the command in,
+    splits it on single spaces, and submits the second word as the job's Python file (read
+    from the project) with the rest as its arguments."""
+    assert entry.command is not None
+    try:
+        rendered = commands.render_command(entry, {}, base_dir=project.directory)
+    except MLprojectError:
+        rendered = entry.command  # a required value is missing: judge the template
+    words = rendered.split(" ")
+    if words[0] != "python":
+        return (
+            "Databricks spark job only supports 'python' command in the entry point "
+            f"configuration. (the command starts with {words[0]!r}): start it with `python "
+            "SCRIPT.py`, a single space apart, or remove `databricks_spark_job` to run any "
+            "command"
+        )
+    script = words[1] if len(words) > 1 else ""
+    if not script or not _fs.is_file(project.directory / script):
+        return (
+            "MLflow submits the word after `python` as the Spark job's Python file, and "
+            f"{script!r} is not a file in the project, so the submission fails: write "
+            "`python SCRIPT.py ARGS...` on one line, single spaces apart (no `-m`, no "
+            "block scalar ending in a line break)"
+        )
+    return None
 
 
 def libraries(
