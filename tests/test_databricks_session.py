@@ -98,6 +98,21 @@ def test_at_most_max_parallel_in_flight(fake: FakeWorkspace) -> None:
     assert all(j.state is not None and j.state.passed for j in jobs)
 
 
+def test_a_job_an_item_waits_for_goes_first(fake: FakeWorkspace) -> None:
+    """With one slot, jobs wait in order; the one an item now waits for jumps the queue."""
+    lines: list[str] = []
+    runs = coordinator(fake, lines, limit=1)
+    first, second, third = job("first", 0.5), job("second", 0.1), job("third", 0.1)
+    runs.start([first, second, third])
+    assert runs.ensure(job("third", 0.1)) is third
+    for each in (first, third, second):
+        runs.wait(each, deadline=time.monotonic() + 60)
+    assert second.submitted_at is not None
+    assert third.submitted_at is not None
+    assert third.submitted_at < second.submitted_at
+    runs.close()
+
+
 def test_grace_before_cancelling() -> None:
     assert session.grace(2) == 7
     assert session.grace(600) == 630

@@ -175,6 +175,10 @@ class Coordinator:
         ``first``: ahead of the jobs waiting for a free slot (an item waits for it now)."""
         with self._lock:
             known = self.jobs.get(job.nodeid)
+            if known is not None and first and known in self._waiting:
+                # An item waits for it now: it goes before jobs no item waits for yet.
+                self._waiting.remove(known)
+                self._waiting.insert(0, known)
             if known is not None:
                 return known
             self.jobs[job.nodeid] = job
