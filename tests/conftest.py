@@ -33,17 +33,22 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 REPO = Path(__file__).resolve().parents[1]
 
 # Variables a CI service or a developer's shell may set that change what a nested session
-# prints or where it connects: GitHub annotations, and real Databricks credentials. Tests that
-# need one set it themselves. (``CI`` is kept on purpose: pytest then prints whole messages in
-# the short summary, and the tests must hold either way.)
+# prints or where it connects: GitHub annotations, and real Databricks credentials (the SDK
+# also reads Azure's ARM_* variables, and ~/.databrickscfg unless told another file). Tests
+# that need one set it themselves. (``CI`` is kept on purpose: pytest then prints whole
+# messages in the short summary, and the tests must hold either way.)
 _HOST_VARIABLES = ("GITHUB_ACTIONS", "GITHUB_WORKSPACE", "GITHUB_STEP_SUMMARY")
 
 
 @pytest.fixture(autouse=True)
-def _hermetic_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def _hermetic_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     for name in list(os.environ):
-        if name in _HOST_VARIABLES or name.startswith("DATABRICKS_"):
+        if name in _HOST_VARIABLES or name.startswith(("DATABRICKS_", "ARM_")):
             monkeypatch.delenv(name)
+    no_profiles = tmp_path_factory.getbasetemp() / "no-databrickscfg"
+    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(no_profiles))
 
 
 @pytest.fixture
