@@ -106,9 +106,19 @@ class Project:
         return line
 
     def entry_point(self, name: str) -> EntryPoint:
-        """The entry point ``mlflow run -e NAME`` would run, implicit scripts included."""
+        """The entry point ``mlflow run -e NAME`` would run, implicit scripts included (for a
+        Databricks Spark job: its ``python_file`` whatever the name, or a declared one)."""
         if name in self.entry_points:
             return self.entry_points[name]
+        spark = [entry for entry in self.entry_points.values() if entry.spark_python_file]
+        if spark:
+            return spark[0]
+        job = self.document.get("databricks_spark_job") if self.document is not None else None
+        if job is not None:
+            raise MLprojectError(
+                f"The entry point '{name}' is not defined in the Databricks spark job "
+                "MLproject file."
+            )
         implicit = implicit_entry_point(name)
         if implicit is None:
             raise MLprojectError(

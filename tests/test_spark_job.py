@@ -12,6 +12,7 @@ from mlflow.projects import _project_spec
 
 from pytest_mlproject import checks, commands, spec
 from pytest_mlproject.databricks import preflight
+from pytest_mlproject.problems import MLprojectError
 
 LOAD_PROJECT: Any = _project_spec.load_project
 
@@ -252,3 +253,13 @@ def test_spark_job_commands_as_mlflow_splits_them(
         assert problems == []
     else:
         assert [refused in p.message for p in problems] == [True], problems
+
+
+def test_entry_points_by_name_as_mlflow_finds_them_in_a_spark_job(tmp_path: Path) -> None:
+    folder = project(tmp_path, "databricks_spark_job:\n  python_file: train.py\n")
+    assert spec.load(folder).entry_point("anything").spark_python_file
+    project(tmp_path, "databricks_spark_job: {}\n" + EP)
+    loaded = spec.load(folder)
+    assert loaded.entry_point("main").command == "python train.py"
+    with pytest.raises(MLprojectError, match=r"'train\.py' is not defined in the Databricks spark"):
+        loaded.entry_point("train.py")  # no implicit script entry points in a Spark job
