@@ -113,7 +113,10 @@ def logged_parameters(entry_point: EntryPoint, values: Mapping[str, Any]) -> dic
     """The parameters ``mlflow run`` logs: every declared one (the given value, else its
     default) and then the extras, each value shell-quoted as it goes into the command, and
     extra names quoted too; ``path`` values as given, not made absolute (MLflow computes
-    them with ``storage_dir=None``). Secrets from the environment are masked."""
+    them with ``storage_dir=None``). Secrets from the environment are masked. None for a
+    Databricks Spark job's ``python_file``, which MLflow runs without parameters."""
+    if entry_point.spark_python_file:
+        return {}
     logged = {
         name: shlex.quote(str(values.get(name, parameter.default)))
         for name, parameter in entry_point.parameters.items()

@@ -571,6 +571,15 @@ def test_logged_parameters_are_mlflows(tmp_path: Path, values: dict[str, str]) -
     assert tracking.logged_parameters(entry, values) == {**declared, **extra}
 
 
+def test_a_spark_python_file_logs_no_parameters_as_in_mlflow(tmp_path: Path) -> None:
+    """MLflow's get_entry_point gives None for it, so its run logs no parameters."""
+    (tmp_path / "MLproject").write_text("databricks_spark_job:\n  python_file: job.py\n")
+    (tmp_path / "job.py").write_text("")
+    assert LOAD_PROJECT(str(tmp_path)).get_entry_point("main") is None
+    entry = spec.load(tmp_path / "MLproject").entry_point("main")
+    assert tracking.logged_parameters(entry, {"alpha": "1"}) == {}
+
+
 def test_databricks_refusal_is_mlflows_message() -> None:
     for uri in ("sqlite:///tmp/mlflow.db", "file:///tmp/mlruns", "postgresql://db/x"):
         with pytest.raises(mlflow.exceptions.ExecutionException) as theirs:
