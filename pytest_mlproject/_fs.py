@@ -24,10 +24,11 @@ def is_file(path: Path) -> bool:
 
 def expanded(path: Path) -> Path | None:
     """``path`` with a leading ``~`` or ``~user`` expanded, or ``None`` when that user (or
-    the home folder) is unknown, where ``Path.expanduser()`` raises."""
+    the home folder) is unknown or the name holds a NUL byte, where ``Path.expanduser()``
+    raises."""
     try:
         return path.expanduser()
-    except (RuntimeError, KeyError):
+    except (RuntimeError, KeyError, ValueError):
         return None
 
 

@@ -8,6 +8,8 @@ templates and the scripts they run. Each rule's code, severity and fix are in th
 
 from __future__ import annotations
 
+import ast
+import codecs
 import difflib
 import re
 import shlex
@@ -416,8 +418,9 @@ def spark_job(project: Project) -> Iterator[Problem]:
                 "passes to the job as they are and Databricks refuses otherwise: write them "
                 'quoted, e.g. `parameters: ["--epochs", "10"]`',
             )
-    # Left empty, `python_libraries:` is None, which MLflow fails to iterate when it submits.
-    if "python_libraries" in job and not _is_list_of_strings(job["python_libraries"]):
+    # MLflow makes a PyPI library of each item it iterates: None (left empty) or a number
+    # fails, a word gives one library per letter, a non-string is refused by Databricks.
+    if "python_libraries" in job and not _names_libraries(job["python_libraries"]):
         yield _problem(
             project,
             job.line_of("python_libraries"),
@@ -428,7 +431,43 @@ def spark_job(project: Project) -> Iterator[Problem]:
         )
 
 
-_FUTURE_IMPORT = re.compile(rb"^from[ \t]+__future__[ \t]+import\b", re.MULTILINE)
+def pasted_code_problem(script: Path) -> tuple[int, str] | None:
+    """Why a Spark job's script fails once MLflow pastes its code below lines of its own
+    (``run_databricks_spark_job``), as ``(line, message)``; ``None`` when it does not or
+    cannot be told. A ``from __future__`` import must come first in a file, and a byte order
+    mark is a stray character mid-file."""
+    try:
+        code = _yaml.read_head(script, _yaml.DEFAULT_LIMITS.max_bytes)
+    except (OSError, ValueError):
+        return None
+    fix = "so the job fails on the cluster"
+    if code.startswith(codecs.BOM_UTF8):
+        return 1, (
+            f"{script.name} starts with a byte order mark: MLflow pastes the script's code below "
+            f"lines of its own, where that mark is an invalid character, {fix}: save the file "
+            "as UTF-8 without a BOM"
+        )
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return None  # the script is broken by itself, which running it shows
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module == "__future__":
+            return node.lineno, (
+                "`from __future__ import` in a Spark job's script: MLflow pastes the script's "
+                f"code below lines of its own, where such an import is a SyntaxError, {fix}: "
+                "remove it, or move the code into a module the script imports"
+            )
+    return None
+
+
+def _names_libraries(value: Any) -> bool:
+    """Whether iterating ``value`` gives package names (nothing, for ``""`` or ``{}``)."""
+    if value == "":
+        return True
+    if isinstance(value, (list, dict)):
+        return all(isinstance(item, str) for item in value)
+    return False
 
 
 def _spark_python_file(project: Project, job: _yaml.YamlMap, python_file: Any) -> Iterator[Problem]:
@@ -468,20 +507,9 @@ def _spark_python_file(project: Project, job: _yaml.YamlMap, python_file: Any) -
             "the project",
         )
         return  # not read either: a pull request must not make CI quote files elsewhere
-    try:
-        code = _yaml.read_head(target, _yaml.DEFAULT_LIMITS.max_bytes)
-    except (OSError, ValueError):
-        return
-    future = _FUTURE_IMPORT.search(code)
-    if future is not None:
-        yield Problem(
-            target,
-            code.count(b"\n", 0, future.start()) + 1,
-            "MLP311",
-            "`from __future__ import` in a Spark job's python_file: MLflow pastes the script's "
-            "code below lines of its own, where such an import is a SyntaxError, so the job "
-            "fails on the cluster: remove it, or move the code into a module the script imports",
-        )
+    pasted = pasted_code_problem(target)
+    if pasted is not None:
+        yield Problem(target, pasted[0], "MLP311", pasted[1])
 
 
 def _kind(value: Any) -> str:

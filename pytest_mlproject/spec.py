@@ -114,6 +114,11 @@ class Project:
         if spark:
             return spark[0]
         job = self.document.get("databricks_spark_job") if self.document is not None else None
+        if isinstance(job, _yaml.YamlMap) and job.get("python_file") is not None:
+            raise MLprojectError(
+                "this Databricks Spark job's `python_file` cannot be run or submitted: see the "
+                "MLP311 or MLP312 problem on the project's ::spec item"
+            )
         if job is not None:
             raise MLprojectError(
                 f"The entry point '{name}' is not defined in the Databricks spark job "
@@ -489,7 +494,10 @@ class _Builder:
             return None
         if not _fs.is_file(target):
             return None
-        script = f"./{python_file}" if python_file.startswith("-") else python_file
+        # Relative to the project, as written or not (`/abs/path/train.py`, `train.py/`): the
+        # cluster runs it where it unpacked the project.
+        relative = where.relative_to(self.directory.resolve()).as_posix()
+        script = f"./{relative}" if relative.startswith("-") else relative
         words = " ".join(shlex.quote(word) for word in (script, *parameters))
         # Braces doubled: the command is a template, and these words are not placeholders.
         command = "python " + words.replace("{", "{{").replace("}", "}}")

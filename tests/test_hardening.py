@@ -815,7 +815,12 @@ def test_values_reach_the_cluster_as_one_word_through_the_launcher(
 # starting with the home folder of a user that does not exist (`Path.expanduser()` raises)
 
 _LONG = "x" * 5000
-_UNUSABLE_NAMES = {"too long": _LONG, "NUL": "a\\0b", "unknown user": "~no-such-user-mlp/x.py"}
+_UNUSABLE_NAMES = {
+    "too long": _LONG,
+    "NUL": "a\\0b",
+    "unknown user": "~no-such-user-mlp/x.py",
+    "NUL after ~": "~a\\0b/x.py",
+}
 _PATH_FIELDS = {
     "conda_env": ('conda_env: "{name}"\n' + GOOD, {}),
     "python_env": ('python_env: "{name}"\n' + GOOD, {}),
@@ -872,7 +877,8 @@ def test_an_unusable_path_value_given_on_the_command_line_is_one_clear_failure(
         "entry_points:\n  main:\n    parameters:\n      d: path\n"
         "    command: python train.py {d}\n",
     )
-    value = {"NUL": "x\0y"}.get(name, _UNUSABLE_NAMES[name])  # in-process: argv may hold NUL
+    # In-process, argv may hold a NUL byte.
+    value = {"NUL": "x\0y", "NUL after ~": "~x\0y/z"}.get(name, _UNUSABLE_NAMES[name])
     result = pytester.runpytest(
         "--mlproject", "--mlproject-run", f"--mlproject-param=d={value}", "-p", "no:cacheprovider"
     )

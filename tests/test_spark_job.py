@@ -235,6 +235,11 @@ def test_the_entry_points_of_a_spark_job_run_locally(pytester: pytest.Pytester) 
         ("python  train.py", "'' is not a file"),
         ("python -m train", "'-m' is not a file"),
         ("python", "'' is not a file"),
+        ("python {s}", None),  # required, no default: the value decides, not the template
+        ("'{s} train.py'", None),
+        ("python {0}", None),  # MLP502's business
+        ("python future.py", "future.py:2: `from __future__ import`"),
+        ("python bom.py", "bom.py:1: bom.py starts with a byte order mark"),
     ],
 )
 def test_spark_job_commands_as_mlflow_splits_them(
@@ -244,9 +249,11 @@ def test_spark_job_commands_as_mlflow_splits_them(
     Python file it reads."""
     descriptor = (
         "databricks_spark_job: {}\nentry_points:\n  main:\n"
-        "    parameters: {py: {type: string, default: python}}\n"
+        "    parameters: {py: {type: string, default: python}, s: string}\n"
         f"    command: {command}\n"
     )
+    (tmp_path / "future.py").write_text('"""Doc."""\nfrom __future__ import annotations\n')
+    (tmp_path / "bom.py").write_bytes(b"\xef\xbb\xbfprint(1)\n")
     loaded = spec.load(project(tmp_path, descriptor))
     problems = list(preflight.entry_problems(loaded, loaded.entry_points["main"]))
     if refused is None:
@@ -263,3 +270,47 @@ def test_entry_points_by_name_as_mlflow_finds_them_in_a_spark_job(tmp_path: Path
     assert loaded.entry_point("main").command == "python train.py"
     with pytest.raises(MLprojectError, match=r"'train\.py' is not defined in the Databricks spark"):
         loaded.entry_point("train.py")  # no implicit script entry points in a Spark job
+
+
+@pytest.mark.parametrize(
+    ("code", "flagged"),
+    [
+        (b'"""from __future__ import x"""\nprint(1)\n', False),  # a docstring, not an import
+        (b'x = """\nfrom __future__ import x"""\n', False),
+        (b"# -*- coding: utf-8 -*-\r\nfrom __future__ import annotations\r\n", True),
+        (b"\xef\xbb\xbfprint(1)\n", True),
+        (b"def broken(:\n", False),  # broken by itself: running it shows that
+    ],
+    ids=["docstring", "string", "crlf", "bom", "syntax error"],
+)
+def test_what_breaks_once_mlflow_pastes_the_script(
+    tmp_path: Path, code: bytes, flagged: bool
+) -> None:
+    folder = project(tmp_path, "databricks_spark_job:\n  python_file: job.py\n")
+    (folder / "job.py").write_bytes(code)
+    assert [p.code for p in checks.check(folder)] == (["MLP311"] if flagged else [])
+
+
+@pytest.mark.parametrize(
+    ("libraries", "refused"),
+    [("''", False), ("{}", False), ("{numpy: 1}", False), ("pandas", True), ("[1]", True)],
+)
+def test_python_libraries_as_mlflow_iterates_them(
+    tmp_path: Path, libraries: str, refused: bool
+) -> None:
+    folder = project(tmp_path, f"databricks_spark_job:\n  python_libraries: {libraries}\n" + EP)
+    assert ("MLP311" in codes(folder)) == refused
+
+
+def test_an_absolute_python_file_inside_runs_from_where_the_project_is_unpacked(
+    tmp_path: Path,
+) -> None:
+    for written in (str(tmp_path / "train.py"), "train.py/"):
+        project(tmp_path, f"databricks_spark_job:\n  python_file: {written}\n")
+        assert spec.load(tmp_path).entry_points["main"].command == "python train.py"
+
+
+def test_a_python_file_job_that_cannot_run_says_where_to_look(tmp_path: Path) -> None:
+    loaded = spec.load(project(tmp_path, "databricks_spark_job:\n  python_file: gone.py\n"))
+    with pytest.raises(MLprojectError, match="MLP311 or MLP312 problem on the project's ::spec"):
+        loaded.entry_point("main")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_mlproject import _fs, _yaml, commands
+from pytest_mlproject import _fs, _yaml, checks, commands
 from pytest_mlproject.databricks.archive import excluded
 from pytest_mlproject.databricks.clusterspec import ClusterSpec, check_spec
 from pytest_mlproject.problems import MLprojectError, Problem
@@ -229,7 +229,11 @@ def _spark_command_problem(project: Project, entry: EntryPoint) -> str | None:
     try:
         rendered = commands.render_command(entry, {}, base_dir=project.directory)
     except MLprojectError:
-        rendered = entry.command  # a required value is missing: judge the template
+        # A required value is missing (or the template is broken: MLP5xx says so). Judge the
+        # template, unless a placeholder stands where the interpreter or the script goes.
+        rendered = entry.command
+        if "{" in " ".join(rendered.split(" ")[:2]):
+            return None
     words = rendered.split(" ")
     if words[0] != "python":
         return (
@@ -246,6 +250,9 @@ def _spark_command_problem(project: Project, entry: EntryPoint) -> str | None:
             "`python SCRIPT.py ARGS...` on one line, single spaces apart (no `-m`, no "
             "block scalar ending in a line break)"
         )
+    pasted = checks.pasted_code_problem(project.directory / script)
+    if pasted is not None:
+        return f"{script}:{pasted[0]}: {pasted[1]}"
     return None
 
 
