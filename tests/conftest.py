@@ -34,10 +34,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Variables a CI service or a developer's shell may set that change what a nested session
 # prints or where it connects: GitHub annotations, and real Databricks credentials (the SDK
-# also reads Azure's ARM_* variables, and ~/.databrickscfg unless told another file). Tests
-# that need one set it themselves. (``CI`` is kept on purpose: pytest then prints whole
-# messages in the short summary, and the tests must hold either way.)
-_HOST_VARIABLES = ("GITHUB_ACTIONS", "GITHUB_WORKSPACE", "GITHUB_STEP_SUMMARY")
+# also reads Azure's ARM_* variables, GOOGLE_CREDENTIALS, and ~/.databrickscfg unless told
+# another file). Tests that need one set it themselves. (``CI`` is kept on purpose: pytest
+# then prints whole messages in the short summary, and the tests must hold either way.)
+_HOST_VARIABLES = (
+    "GITHUB_ACTIONS",
+    "GITHUB_WORKSPACE",
+    "GITHUB_STEP_SUMMARY",
+    "GOOGLE_CREDENTIALS",
+)
 
 
 @pytest.fixture(autouse=True)
