@@ -172,7 +172,8 @@ def generate() -> dict[str, Any]:
         {
             "python_file": {"type": "string"},
             "parameters": _or_null(_STRINGS),  # left empty: MLflow sends no parameters
-            "python_libraries": _STRINGS,  # left empty: MLflow fails to iterate it
+            # Left empty (null), MLflow fails to iterate it; "" and a mapping's keys it iterates.
+            "python_libraries": {"anyOf": [_STRINGS, {"const": ""}, {"type": "object"}]},
         },
         SPARK_JOB,
     )
