@@ -113,6 +113,31 @@ def test_a_job_an_item_waits_for_goes_first(fake: FakeWorkspace) -> None:
     runs.close()
 
 
+def test_a_submit_under_way_counts_against_the_cap(fake: FakeWorkspace) -> None:
+    """With one slot, a job that reaches the coordinator while another is being submitted
+    (a slow answer) waits for that run to end: the cap counts submissions not yet answered."""
+    lines: list[str] = []
+    runs = coordinator(fake, lines, limit=1)
+    fake.faults.set(latency=1.0, path_pattern="runs/submit")
+    first, second = job("first", 0.2), job("second", 0.2)
+    runs.start([first, second])
+    # The poller submits `second` when `first` ends; its answer takes a second. Meanwhile:
+    deadline = time.monotonic() + 30
+    while fake.log.arrived("POST", "runs/submit") < 2:
+        assert time.monotonic() < deadline, "second was never submitted"
+        time.sleep(0.01)
+    third = runs.ensure(job("third", 0.2))
+    for each in (first, second, third):
+        runs.wait(each, deadline=time.monotonic() + 60)
+    runs.close()
+    fake.faults.reset()
+    submits = [entry.at for entry in fake.log.calls("POST", "runs/submit")]
+    assert second.run_id is not None
+    second_ended = (fake.client().jobs.get_run(second.run_id).end_time or 0) / 1000
+    assert len(submits) == 3
+    assert submits[2] > second_ended, "third was submitted while second was in flight"
+
+
 def test_grace_before_cancelling() -> None:
     assert session.grace(2) == 7
     assert session.grace(600) == 630

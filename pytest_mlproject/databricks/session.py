@@ -116,6 +116,9 @@ class Coordinator:
         self.connect_error_shown = False
         self.jobs: dict[str, Job] = {}
         self._waiting: list[Job] = []
+        #: Submissions sent and not answered yet: they count against the cap too, or the
+        #: main thread and the poller could each take the last slot.
+        self._submitting = 0
         self._lock = threading.RLock()
         self._messages: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._stop = threading.Event()
@@ -207,14 +210,20 @@ class Coordinator:
         while True:
             with self._lock:
                 # Once the session is stopping, a run submitted now would only be cancelled.
-                if self._stop.is_set() or self._in_flight() >= self.max_parallel:
+                busy = self._in_flight() + self._submitting
+                if self._stop.is_set() or busy >= self.max_parallel:
                     return
                 now = time.monotonic()
                 job = next((j for j in self._waiting if j._next_poll <= now), None)
                 if job is None:  # nothing waiting, or only jobs waiting to try again
                     return
                 self._waiting.remove(job)
-            self._submit(job)
+                self._submitting += 1
+            try:
+                self._submit(job)
+            finally:
+                with self._lock:
+                    self._submitting -= 1
 
     def _submit(self, job: Job) -> None:
         workspace = self.workspace
