@@ -3,18 +3,57 @@ with the same descriptor, and what the run and Databricks paths make of such a p
 
 from __future__ import annotations
 
+import contextlib
 import shlex
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 from mlflow.projects import _project_spec
 
-from pytest_mlproject import checks, commands, spec
-from pytest_mlproject.databricks import preflight
-from pytest_mlproject.problems import MLprojectError
+from pytest_mlproject import checks, commands, nodes, spec
+from pytest_mlproject.config import (
+    DEFAULT_DATABRICKS_TIMEOUT,
+    DEFAULT_MAX_PARALLEL,
+    DEFAULT_TIMEOUT,
+    DatabricksConfig,
+    MLprojectConfig,
+)
+from pytest_mlproject.databricks import clusterspec, payload, preflight
+from pytest_mlproject.problems import MLprojectError, Problem
 
 LOAD_PROJECT: Any = _project_spec.load_project
+
+#: A plain `pytest --mlproject` with a cluster spec configured: the Databricks rules apply.
+_WITH_SPEC = MLprojectConfig(
+    enabled=True,
+    run=False,
+    strict=False,
+    ignore=frozenset(),
+    cli_params=(),
+    ini_params=(),
+    timeout=DEFAULT_TIMEOUT,
+    timeout_given=False,
+    paths=(),
+    uris=(),
+    version=None,
+    databricks=DatabricksConfig(
+        submit=False,
+        dry_run=False,
+        cluster_spec=clusterspec.parse(
+            '{"spark_version": "15.4.x-scala2.12", "node_type_id": "x", "num_workers": 0}'
+        ),
+        profile=None,
+        experiment_id=None,
+        upload_dir=None,
+        timeout=DEFAULT_DATABRICKS_TIMEOUT,
+        max_parallel=DEFAULT_MAX_PARALLEL,
+    ),
+)
 
 EP = "entry_points:\n  main:\n    command: python train.py\n"
 PATH_EP = (
@@ -314,3 +353,55 @@ def test_a_python_file_job_that_cannot_run_says_where_to_look(tmp_path: Path) ->
     loaded = spec.load(project(tmp_path, "databricks_spark_job:\n  python_file: gone.py\n"))
     with pytest.raises(MLprojectError, match="MLP311 or MLP312 problem on the project's ::spec"):
         loaded.entry_point("main")
+
+
+_VALUE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-2, 2),
+    st.sampled_from(["", "train.py", "gone.py", "../x.py", "~nobody-mlp/x.py", "-x.py", "{p}"]),
+    st.text(alphabet="ab{}~/.- \0\n", max_size=8),
+)
+_SPARK_JOB = st.one_of(
+    _VALUE,
+    st.lists(_VALUE, max_size=3),
+    st.dictionaries(
+        st.sampled_from(["python_file", "parameters", "python_libraries", "other"]),
+        st.one_of(
+            _VALUE, st.lists(_VALUE, max_size=3), st.dictionaries(st.text(max_size=3), _VALUE)
+        ),
+        max_size=4,
+    ),
+)
+_COMMAND = st.sampled_from(
+    ["python train.py", "python3 x", "python {p}", "python  train.py", "{p} train.py", "python"]
+)
+
+
+@given(
+    job=_SPARK_JOB,
+    entry_points=st.dictionaries(st.sampled_from(["main", "b"]), _COMMAND, max_size=2),
+    env=st.sampled_from([None, "python_env", "conda_env", "docker_env"]),
+)
+def test_any_spark_job_gives_problems_and_payloads_never_a_traceback(
+    job: Any, entry_points: dict[str, str], env: str | None
+) -> None:
+    """Through everything a Databricks session does before a request: the checks, the
+    Databricks rules with a cluster spec, and the command of every entry point."""
+    document: dict[str, Any] = {"databricks_spark_job": job}
+    if entry_points:
+        document["entry_points"] = {
+            name: {"parameters": {"p": {"type": "string", "default": "train.py"}}, "command": c}
+            for name, c in entry_points.items()
+        }
+    if env is not None:
+        document[env] = {"image": "x"} if env == "docker_env" else "env.yaml"
+    with tempfile.TemporaryDirectory() as name:
+        folder = project(Path(name), yaml.safe_dump(document))
+        context, found = nodes.descriptor_problems(folder / "MLproject", _WITH_SPEC)
+        assert all(isinstance(p, Problem) for p in found)
+        if context is None:
+            return
+        for entry in context.project.entry_points.values():
+            with contextlib.suppress(MLprojectError):  # a clear refusal is fine; nothing else
+                payload.cluster_command(context.project, entry, {})
