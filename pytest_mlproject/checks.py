@@ -31,6 +31,8 @@ from pytest_mlproject.spec import (
     Project,
     kind_of,
     read,
+    spark_libraries,
+    spark_script,
 )
 
 #: The types MLflow's documentation lists. Others work: MLflow treats them as ``string``.
@@ -350,7 +352,7 @@ def spark_job(project: Project) -> Iterator[Problem]:
     crashes on when it submits the job (``mlflow run -b databricks``)."""
     doc = project.document
     assert doc is not None
-    job = doc.get("databricks_spark_job")
+    job = project.spark_job
     if job is None:
         return  # absent or left empty: MLflow treats both as no Spark job
     line = doc.line_of("databricks_spark_job")
@@ -420,7 +422,7 @@ def spark_job(project: Project) -> Iterator[Problem]:
             )
     # MLflow makes a PyPI library of each item it iterates: None (left empty) or a number
     # fails, a word gives one library per letter, a non-string is refused by Databricks.
-    if "python_libraries" in job and not _names_libraries(job["python_libraries"]):
+    if "python_libraries" in job and spark_libraries(job["python_libraries"]) is None:
         yield _problem(
             project,
             job.line_of("python_libraries"),
@@ -461,15 +463,6 @@ def pasted_code_problem(script: Path) -> tuple[int, str] | None:
     return None
 
 
-def _names_libraries(value: Any) -> bool:
-    """Whether iterating ``value`` gives package names (nothing, for ``""`` or ``{}``)."""
-    if value == "":
-        return True
-    if isinstance(value, (list, dict)):
-        return all(isinstance(item, str) for item in value)
-    return False
-
-
 def _spark_python_file(project: Project, job: _yaml.YamlMap, python_file: Any) -> Iterator[Problem]:
     """MLflow reads ``python_file`` on the submitting machine (after uploading the project)
     and pastes its code into a job script of its own, below a few lines that set it up."""
@@ -484,9 +477,8 @@ def _spark_python_file(project: Project, job: _yaml.YamlMap, python_file: Any) -
             "the project folder, e.g. `python_file: job.py`",
         )
         return
-    target = project.directory / python_file
-    where = _fs.resolved(target)
-    if where is None or not _fs.is_file(target):
+    target, inside = spark_script(project.directory, python_file)
+    if target is None:
         yield _problem(
             project,
             line,
@@ -496,7 +488,7 @@ def _spark_python_file(project: Project, job: _yaml.YamlMap, python_file: Any) -
             "the path (relative to the folder holding the MLproject file)",
         )
         return
-    if not where.is_relative_to(project.directory.resolve()):
+    if not inside:
         yield _problem(
             project,
             line,
@@ -809,7 +801,7 @@ def main_entry_point(project: Project) -> Iterator[Problem]:
         and not isinstance(document["entry_points"], _yaml.YamlMap)
     ):
         return  # MLP203 already says what is wrong with `entry_points`
-    job = document.get("databricks_spark_job") if document is not None else None
+    job = project.spark_job
     if isinstance(job, _yaml.YamlMap) and job.get("python_file") is not None:
         return  # MLflow runs the file whatever the entry point; MLP311 if it cannot
     names = ", ".join(project.entry_points) or "none"

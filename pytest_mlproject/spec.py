@@ -105,6 +105,12 @@ class Project:
                 break
         return line
 
+    @property
+    def spark_job(self) -> Any:
+        """The ``databricks_spark_job`` section as written; ``None`` when absent or left empty,
+        which MLflow reads as no Spark job."""
+        return self.document.get("databricks_spark_job") if self.document is not None else None
+
     def entry_point(self, name: str) -> EntryPoint:
         """The entry point ``mlflow run -e NAME`` would run, implicit scripts included (for a
         Databricks Spark job: its ``python_file`` whatever the name, or a declared one)."""
@@ -113,7 +119,7 @@ class Project:
         spark = [entry for entry in self.entry_points.values() if entry.spark_python_file]
         if spark:
             return spark[0]
-        job = self.document.get("databricks_spark_job") if self.document is not None else None
+        job = self.spark_job
         if isinstance(job, _yaml.YamlMap) and job.get("python_file") is not None:
             raise MLprojectError(
                 "this Databricks Spark job's `python_file` cannot be run or submitted: see the "
@@ -146,6 +152,28 @@ def implicit_entry_point(name: str) -> EntryPoint | None:
     else:
         return None
     return EntryPoint(name=name, command=command, parameters={}, line=1, implicit=True)
+
+
+def spark_script(directory: Path, name: str) -> tuple[Path | None, bool]:
+    """A Spark job's ``python_file`` as MLflow reads it (``directory / name``): the file, links
+    followed, or ``None`` when that is not a file it can read; and whether it lies inside
+    ``directory``, the only place pytest-mlproject runs it from."""
+    target = directory / name
+    where = _fs.resolved(target)
+    if where is None or not _fs.is_file(target):
+        return None, False
+    return where, where.is_relative_to(directory.resolve())
+
+
+def spark_libraries(value: Any) -> list[str] | None:
+    """The package names MLflow makes of ``python_libraries`` by iterating it (nothing for
+    ``""`` or ``{}``, a mapping's keys), or ``None`` when that fails or gives non-strings
+    (``None`` left empty, a number, a word it would split into letters)."""
+    if value == "":
+        return []
+    if isinstance(value, (list, dict)) and all(isinstance(item, str) for item in value):
+        return [str(item) for item in value]
+    return None
 
 
 def find_descriptor(directory: Path) -> Path | None:
@@ -488,11 +516,8 @@ class _Builder:
             return None
         if not all(isinstance(p, str) for p in parameters):
             return None
-        target = self.directory / python_file
-        where = _fs.resolved(target)
-        if where is None or not where.is_relative_to(self.directory.resolve()):
-            return None
-        if not _fs.is_file(target):
+        where, inside = spark_script(self.directory, python_file)
+        if where is None or not inside:
             return None
         # Relative to the project, as written or not (`/abs/path/train.py`, `train.py/`): the
         # cluster runs it where it unpacked the project.
