@@ -248,6 +248,16 @@ def test_no_environment_file_applies_to_a_spark_job(tmp_path: Path) -> None:
     assert LOAD_PROJECT(str(folder)).env_type is None
 
 
+@pytest.mark.parametrize(
+    ("libraries", "packages"), [("''", ()), ("{}", ()), ("{numpy: 1, six: 2}", ("numpy", "six"))]
+)
+def test_python_libraries_reach_the_cluster_as_mlflow_iterates_them(
+    tmp_path: Path, libraries: str, packages: tuple[str, ...]
+) -> None:
+    folder = project(tmp_path, f"databricks_spark_job:\n  python_libraries: {libraries}\n" + EP)
+    assert preflight.dependencies(spec.load(folder)).packages == packages
+
+
 def test_python_libraries_become_the_cluster_libraries(tmp_path: Path) -> None:
     folder = project(
         tmp_path, "databricks_spark_job:\n  python_libraries: [pandas==2.2, ' numpy ']\n" + EP

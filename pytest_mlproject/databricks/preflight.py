@@ -18,7 +18,7 @@ from pytest_mlproject import _fs, _yaml, checks, commands
 from pytest_mlproject.databricks.archive import excluded
 from pytest_mlproject.databricks.clusterspec import ClusterSpec, check_spec
 from pytest_mlproject.problems import MLprojectError, Problem
-from pytest_mlproject.spec import EntryPoint, Project
+from pytest_mlproject.spec import EntryPoint, Project, spark_libraries
 
 COMMUNITY_EDITION = "community.cloud.databricks.com"
 #: pip options and forms that name something on this machine or change pip itself.
@@ -46,12 +46,10 @@ def dependencies(project: Project) -> Dependencies:
     A Databricks Spark job project (``databricks_spark_job``) has no environment file: its
     ``python_libraries`` become PyPI libraries, as MLflow makes them (MLP311 checks them).
     """
-    job = project.document.get("databricks_spark_job") if project.document is not None else None
+    job = project.spark_job
     if isinstance(job, _yaml.YamlMap):
-        libraries = job.get("python_libraries")
-        if isinstance(libraries, list) and all(isinstance(item, str) for item in libraries):
-            return Dependencies(tuple(item.strip() for item in libraries if item.strip()))
-        return Dependencies()
+        libraries = spark_libraries(job.get("python_libraries", [])) or []
+        return Dependencies(tuple(name.strip() for name in libraries if name.strip()))
     env_file = project.env_file
     if env_file is None or not _fs.is_file(env_file):
         return Dependencies()
@@ -202,8 +200,8 @@ def entry_problems(project: Project, entry: EntryPoint) -> Iterator[Problem]:
     """``path`` defaults that do not travel, and Spark job commands MLflow refuses (they go
     on the entry point's ``::check``)."""
     assert project.descriptor is not None
-    job = project.document.get("databricks_spark_job") if project.document is not None else None
-    if job is not None and isinstance(entry.command, str) and not entry.spark_python_file:
+    spark = project.spark_job is not None and not entry.spark_python_file
+    if spark and isinstance(entry.command, str):
         problem = _spark_command_problem(project, entry)
         if problem is not None:
             yield Problem(
