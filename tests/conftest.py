@@ -5,12 +5,14 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 import pytest_mlproject
+from pytest_mlproject.testing import FakeWorkspace
 
 # pytester's in-process runs put sys.modules back as they found it. A module first imported
 # inside such a run is dropped afterwards while the package keeps the old one as an attribute,
@@ -66,3 +68,24 @@ def corpus() -> Path:
     if not (root / "expected").is_dir() or not (root / "projects").is_dir():
         pytest.fail(f"MLPROJECT_CORPUS={root} does not hold the corpus (expected/, projects/)")
     return root
+
+
+@pytest.fixture
+def connect_fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], FakeWorkspace]]:
+    """``connect_fake(token)``: a started fake workspace that sessions in this test reach
+    through the environment (``DATABRICKS_HOST`` / ``DATABRICKS_TOKEN``, as in CI), polled at
+    most every 0.3 s; stopped afterwards. Profiles and other credentials are already out of
+    the way (``_hermetic_environment``)."""
+    started: list[FakeWorkspace] = []
+
+    def connect(token: str) -> FakeWorkspace:
+        fake = FakeWorkspace(token=token).start()
+        started.append(fake)
+        monkeypatch.setenv("DATABRICKS_HOST", fake.host)
+        monkeypatch.setenv("DATABRICKS_TOKEN", token)
+        monkeypatch.setenv("PYTEST_MLPROJECT_MAX_POLL_INTERVAL", "0.3")
+        return fake
+
+    yield connect
+    for fake in started:
+        fake.stop()

@@ -21,7 +21,7 @@ import tarfile
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import databricks.sdk
@@ -63,16 +63,8 @@ EXPECTED = {"main": "passed", "other": "passed", "fails": "failed"}
 
 
 @pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeWorkspace]:
-    workspace = FakeWorkspace(token=TOKEN).start()
-    monkeypatch.setenv("DATABRICKS_HOST", workspace.host)
-    monkeypatch.setenv("DATABRICKS_TOKEN", TOKEN)
-    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(tmp_path / "no-databrickscfg"))
-    monkeypatch.setenv("PYTEST_MLPROJECT_MAX_POLL_INTERVAL", "0.3")
-    for name in ("DATABRICKS_CONFIG_PROFILE", "DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET"):
-        monkeypatch.delenv(name, raising=False)
-    yield workspace
-    workspace.stop()
+def fake(connect_fake: Callable[[str], FakeWorkspace]) -> FakeWorkspace:
+    return connect_fake(TOKEN)
 
 
 def make_project(root: Path, descriptor: str = DESCRIPTOR, **extra: str) -> Path:

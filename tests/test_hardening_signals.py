@@ -26,7 +26,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import databricks.sdk
@@ -45,24 +45,13 @@ REACH = 90.0
 
 
 @pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeWorkspace]:
-    workspace = FakeWorkspace(token=TOKEN).start()
-    monkeypatch.setenv("DATABRICKS_HOST", workspace.host)
-    monkeypatch.setenv("DATABRICKS_TOKEN", TOKEN)
-    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(tmp_path / "no-databrickscfg"))
-    monkeypatch.setenv("PYTEST_MLPROJECT_MAX_POLL_INTERVAL", "0.3")
+def fake(
+    connect_fake: Callable[[str], FakeWorkspace], monkeypatch: pytest.MonkeyPatch
+) -> FakeWorkspace:
     monkeypatch.setenv("PYTHONUNBUFFERED", "1")
-    for name in (
-        "DATABRICKS_CONFIG_PROFILE",
-        "DATABRICKS_CLIENT_ID",
-        "DATABRICKS_CLIENT_SECRET",
-        "PYTEST_XDIST_WORKER",
-        "PYTEST_XDIST_WORKER_COUNT",
-        "PYTEST_ADDOPTS",
-    ):
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_ADDOPTS"):
         monkeypatch.delenv(name, raising=False)
-    yield workspace
-    workspace.stop()
+    return connect_fake(TOKEN)
 
 
 def make_project(root: Path, seconds: float, large: bool = False) -> None:

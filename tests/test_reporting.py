@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import databricks.sdk
@@ -70,16 +70,8 @@ def session(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytes
 
 
 @pytest.fixture
-def workspace(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeWorkspace]:
-    fake = FakeWorkspace(token=TOKEN).start()
-    monkeypatch.setenv("DATABRICKS_HOST", fake.host)
-    monkeypatch.setenv("DATABRICKS_TOKEN", TOKEN)
-    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(tmp_path / "no-databrickscfg"))
-    monkeypatch.setenv("PYTEST_MLPROJECT_MAX_POLL_INTERVAL", "0.3")
-    for name in ("DATABRICKS_CONFIG_PROFILE", "DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET"):
-        monkeypatch.delenv(name, raising=False)
-    yield fake
-    fake.stop()
+def workspace(connect_fake: Callable[[str], FakeWorkspace]) -> FakeWorkspace:
+    return connect_fake(TOKEN)
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:

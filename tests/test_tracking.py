@@ -18,7 +18,7 @@ import time
 import uuid
 import warnings
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -443,16 +443,8 @@ def test_a_store_that_cannot_be_used_fails_the_runs(
 
 
 @pytest.fixture
-def workspace(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeWorkspace]:
-    fake = FakeWorkspace(token=TOKEN).start()
-    monkeypatch.setenv("DATABRICKS_HOST", fake.host)
-    monkeypatch.setenv("DATABRICKS_TOKEN", TOKEN)
-    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(tmp_path / "no-databrickscfg"))
-    monkeypatch.setenv("PYTEST_MLPROJECT_MAX_POLL_INTERVAL", "0.3")
-    for name in ("DATABRICKS_CONFIG_PROFILE", "DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET"):
-        monkeypatch.delenv(name, raising=False)
-    yield fake
-    fake.stop()
+def workspace(connect_fake: Callable[[str], FakeWorkspace]) -> FakeWorkspace:
+    return connect_fake(TOKEN)
 
 
 def run_databricks(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
