@@ -12,7 +12,7 @@ import tarfile
 import textwrap
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import databricks.sdk
@@ -52,16 +52,8 @@ SCRIPTS = {
 
 
 @pytest.fixture
-def workspace(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeWorkspace]:
-    fake = FakeWorkspace(token=TOKEN).start()
-    monkeypatch.setenv("DATABRICKS_HOST", fake.host)
-    monkeypatch.setenv("DATABRICKS_TOKEN", TOKEN)
-    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(tmp_path / "no-databrickscfg"))
-    monkeypatch.setenv("PYTEST_MLPROJECT_MAX_POLL_INTERVAL", "0.3")
-    for name in ("DATABRICKS_CONFIG_PROFILE", "DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET"):
-        monkeypatch.delenv(name, raising=False)
-    yield fake
-    fake.stop()
+def workspace(connect_fake: Callable[[str], FakeWorkspace]) -> FakeWorkspace:
+    return connect_fake(TOKEN)
 
 
 def make_project(root: Path, descriptor: str = DESCRIPTOR, **extra: str) -> Path:
@@ -327,9 +319,11 @@ def test_xdist_worker_ending_first_leaves_other_workers_runs_alone(
     assert workspace.active_runs() == []
 
 
-def test_interrupt_cancels_every_active_run(
-    pytester: pytest.Pytester, workspace: FakeWorkspace
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupt_cancels_every_active_run(
+    pytester: pytest.Pytester, workspace: FakeWorkspace, signum: int
 ) -> None:
+    """Ctrl-C, or a CI runner cancelling the job."""
     make_project(pytester.path)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     command = [
@@ -354,38 +348,7 @@ def test_interrupt_cancels_every_active_run(
     while not workspace.active_runs() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert workspace.active_runs(), "the run was never submitted"
-    process.send_signal(signal.SIGINT)
-    out, _ = process.communicate(timeout=60)
-    assert b"cancelled run" in out
-    assert workspace.wait_idle() == []
-
-
-def test_sigterm_cancels_every_active_run(
-    pytester: pytest.Pytester, workspace: FakeWorkspace
-) -> None:
-    make_project(pytester.path)
-    command = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "--mlproject",
-        "--databricks",
-        "--databricks-cluster-spec",
-        "cluster.json",
-        "-p",
-        "no:cacheprovider",
-        "-k",
-        "slow and databricks",
-        "--mlproject-param",
-        "slow:seconds=120",
-    ]
-    process = subprocess.Popen(
-        command, cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    deadline = time.monotonic() + 60
-    while not workspace.active_runs() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
     out, _ = process.communicate(timeout=60)
     assert b"cancelled run" in out, out.decode()
     assert workspace.wait_idle() == []
