@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import git
 
 DEMO = """\
 name: demo
@@ -46,22 +47,6 @@ def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     # The test modules made here are named test_fixture_*: pytester runs in this process,
     # where the names of this suite's own modules (test_limits ...) are taken.
     return pytester.runpytest("-p", "no:cacheprovider", *args)
-
-
-def git(cwd: Path, *args: str) -> str:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.com",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.com",
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_CONFIG_NOSYSTEM": "1",
-    }
-    done = subprocess.run(
-        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True
-    )
-    return done.stdout.strip()
 
 
 def test_load_check_render_and_run_a_project(pytester: pytest.Pytester) -> None:

@@ -15,10 +15,10 @@ import sys
 import tempfile
 import textwrap
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from helpers import git, junit
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -41,31 +41,6 @@ def project(
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     return pytester.runpytest("-p", "no:cacheprovider", "--mlproject-run", *args)
-
-
-def junit(path: Path) -> dict[str, dict[str, str]]:
-    """``classname::name`` of every test case → its properties."""
-    cases = {}
-    for case in ET.parse(path).iter("testcase"):
-        properties = {p.get("name", ""): p.get("value", "") for p in case.iter("property")}
-        cases[f"{case.get('classname')}::{case.get('name')}"] = properties
-    return cases
-
-
-def git(cwd: Path, *args: str) -> str:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.com",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.com",
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_CONFIG_NOSYSTEM": "1",
-    }
-    done = subprocess.run(
-        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True
-    )
-    return done.stdout.strip()
 
 
 def running(pid: int) -> bool:

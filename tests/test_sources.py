@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import git
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -29,22 +29,6 @@ from pytest_mlproject.sources import (
 )
 
 MLPROJECT = "name: demo\nentry_points:\n  main:\n    command: 'echo {version}'\n"
-
-
-def git(cwd: Path, *args: str) -> str:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.com",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.com",
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_CONFIG_NOSYSTEM": "1",
-    }
-    done = subprocess.run(
-        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True
-    )
-    return done.stdout.strip()
 
 
 def commit_project(repo: Path, marker: str) -> str:

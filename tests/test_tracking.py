@@ -17,7 +17,6 @@ import textwrap
 import time
 import uuid
 import warnings
-import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,6 +26,7 @@ import databricks.sdk
 import mlflow
 import mlflow.projects.databricks
 import pytest
+from helpers import git, junit
 from mlflow.entities import Param, RunTag
 from mlflow.projects import _project_spec
 from mlflow.tracking import MlflowClient
@@ -151,30 +151,6 @@ def runs_in(uri: str, experiment: str) -> dict[str, Any]:
         assert found is not None, f"no experiment {experiment!r}"
         runs = client.search_runs([found.experiment_id])
     return {run.data.tags[tracking.ENTRY_POINT]: run for run in runs}
-
-
-def junit(path: Path) -> dict[str, dict[str, str]]:
-    cases = {}
-    for case in ET.parse(path).iter("testcase"):
-        properties = {p.get("name", ""): p.get("value", "") for p in case.iter("property")}
-        cases[f"{case.get('classname')}::{case.get('name')}"] = properties
-    return cases
-
-
-def git(cwd: Path, *args: str) -> str:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.com",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.com",
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_CONFIG_NOSYSTEM": "1",
-    }
-    done = subprocess.run(
-        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True
-    )
-    return done.stdout.strip()
 
 
 # ---------------------------------------------------------------------------------------------
