@@ -112,28 +112,11 @@ def _session_config(ini: IniFile, ignore: list[str], strict: bool) -> MLprojectC
             cluster_spec = parse(spec_text, base=ini.path.parent if ini.path else Path.cwd())
         except SpecError as exc:
             raise UsageError(f"databricks_cluster_spec: {exc}") from None
-    return config.MLprojectConfig(
-        enabled=True,
-        run=False,
+    return config.checking_config(
         strict=strict,
         ignore=frozenset(codes),
-        cli_params=(),
-        ini_params=(),
-        timeout=config.DEFAULT_TIMEOUT,
-        timeout_given=False,
-        paths=(),
-        uris=(),
-        version=None,
-        databricks=config.DatabricksConfig(
-            submit=False,
-            dry_run=False,
-            cluster_spec=cluster_spec,
-            profile=ini.get("databricks_profile", "string", "").strip() or None,
-            experiment_id=None,
-            upload_dir=None,
-            timeout=config.DEFAULT_DATABRICKS_TIMEOUT,
-            max_parallel=config.DEFAULT_MAX_PARALLEL,
-        ),
+        cluster_spec=cluster_spec,
+        profile=ini.get("databricks_profile", "string", "").strip() or None,
     )
 
 

@@ -63,6 +63,41 @@ class MLprojectConfig:
     experiment: str | None = None
 
 
+def checking_config(
+    *,
+    strict: bool = False,
+    ignore: frozenset[str] = frozenset(),
+    cluster_spec: ClusterSpec | None = None,
+    profile: str | None = None,
+) -> MLprojectConfig:
+    """The settings of a session that only checks (plain ``pytest --mlproject``, or
+    ``mlproject-check``): nothing run, nothing submitted; a cluster spec turns the Databricks
+    rules on."""
+    return MLprojectConfig(
+        enabled=True,
+        run=False,
+        strict=strict,
+        ignore=ignore,
+        cli_params=(),
+        ini_params=(),
+        timeout=DEFAULT_TIMEOUT,
+        timeout_given=False,
+        paths=(),
+        uris=(),
+        version=None,
+        databricks=DatabricksConfig(
+            submit=False,
+            dry_run=False,
+            cluster_spec=cluster_spec,
+            profile=profile,
+            experiment_id=None,
+            upload_dir=None,
+            timeout=DEFAULT_DATABRICKS_TIMEOUT,
+            max_parallel=DEFAULT_MAX_PARALLEL,
+        ),
+    )
+
+
 CONFIG_KEY = pytest.StashKey[MLprojectConfig]()
 #: The session's Databricks coordinator, once the first Databricks item has started it.
 COORDINATOR_KEY: pytest.StashKey[Coordinator] = pytest.StashKey()

@@ -43,13 +43,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from pytest_mlproject import checks, commands, nodes, spec
-from pytest_mlproject.config import (
-    DEFAULT_DATABRICKS_TIMEOUT,
-    DEFAULT_MAX_PARALLEL,
-    DEFAULT_TIMEOUT,
-    DatabricksConfig,
-    MLprojectConfig,
-)
+from pytest_mlproject.config import checking_config
 from pytest_mlproject.databricks import archive, clusterspec, launcher, payload, preflight
 from pytest_mlproject.problems import MLprojectError
 from pytest_mlproject.settings import read_settings
@@ -104,29 +98,7 @@ def all_problems(folder: Path) -> list[str]:
 
 
 #: The configuration of a plain `pytest --mlproject`.
-_PLAIN = MLprojectConfig(
-    enabled=True,
-    run=False,
-    strict=False,
-    ignore=frozenset(),
-    cli_params=(),
-    ini_params=(),
-    timeout=DEFAULT_TIMEOUT,
-    timeout_given=False,
-    paths=(),
-    uris=(),
-    version=None,
-    databricks=DatabricksConfig(
-        submit=False,
-        dry_run=False,
-        cluster_spec=None,
-        profile=None,
-        experiment_id=None,
-        upload_dir=None,
-        timeout=DEFAULT_DATABRICKS_TIMEOUT,
-        max_parallel=DEFAULT_MAX_PARALLEL,
-    ),
-)
+_PLAIN = checking_config()
 
 
 def write_sparse(path: Path, size: int = HUGE) -> None:

@@ -16,43 +16,17 @@ from hypothesis import strategies as st
 from mlflow.projects import _project_spec
 
 from pytest_mlproject import checks, commands, nodes, spec
-from pytest_mlproject.config import (
-    DEFAULT_DATABRICKS_TIMEOUT,
-    DEFAULT_MAX_PARALLEL,
-    DEFAULT_TIMEOUT,
-    DatabricksConfig,
-    MLprojectConfig,
-)
+from pytest_mlproject.config import checking_config
 from pytest_mlproject.databricks import clusterspec, payload, preflight
 from pytest_mlproject.problems import MLprojectError, Problem
 
 LOAD_PROJECT: Any = _project_spec.load_project
 
 #: A plain `pytest --mlproject` with a cluster spec configured: the Databricks rules apply.
-_WITH_SPEC = MLprojectConfig(
-    enabled=True,
-    run=False,
-    strict=False,
-    ignore=frozenset(),
-    cli_params=(),
-    ini_params=(),
-    timeout=DEFAULT_TIMEOUT,
-    timeout_given=False,
-    paths=(),
-    uris=(),
-    version=None,
-    databricks=DatabricksConfig(
-        submit=False,
-        dry_run=False,
-        cluster_spec=clusterspec.parse(
-            '{"spark_version": "15.4.x-scala2.12", "node_type_id": "x", "num_workers": 0}'
-        ),
-        profile=None,
-        experiment_id=None,
-        upload_dir=None,
-        timeout=DEFAULT_DATABRICKS_TIMEOUT,
-        max_parallel=DEFAULT_MAX_PARALLEL,
-    ),
+_WITH_SPEC = checking_config(
+    cluster_spec=clusterspec.parse(
+        '{"spark_version": "15.4.x-scala2.12", "node_type_id": "x", "num_workers": 0}'
+    )
 )
 
 EP = "entry_points:\n  main:\n    command: python train.py\n"
