@@ -98,27 +98,18 @@ def unknown_keys(project: Project) -> Iterator[Problem]:
     """MLP209 and MLP401: keys MLflow never reads, and the typos that make a key unread."""
     doc = project.document
     assert doc is not None
-    for key in doc:
-        if key not in TOP_LEVEL_KEYS and key not in DOCUMENTATION_KEYS:
-            yield _problem(
-                project,
-                doc.line_of(key),
-                "MLP209",
-                f"unknown top-level key {key!r}{_did_you_mean(str(key), TOP_LEVEL_KEYS)}; "
-                "MLflow ignores it: fix the name or remove it",
-            )
+    yield from _unread_keys(
+        project, doc, TOP_LEVEL_KEYS, kind="top-level key", fix="fix the name or remove it"
+    )
     spark_job = doc.get("databricks_spark_job")
     if isinstance(spark_job, _yaml.YamlMap):
-        for key in spark_job:
-            if key not in SPARK_JOB_KEYS and key not in DOCUMENTATION_KEYS:
-                yield _problem(
-                    project,
-                    spark_job.line_of(key),
-                    "MLP209",
-                    f"unknown key {key!r} in `databricks_spark_job`"
-                    f"{_did_you_mean(str(key), SPARK_JOB_KEYS)}; MLflow ignores it: a Spark "
-                    "job takes `python_file`, `parameters` and `python_libraries`",
-                )
+        yield from _unread_keys(
+            project,
+            spark_job,
+            SPARK_JOB_KEYS,
+            where=" in `databricks_spark_job`",
+            fix="a Spark job takes `python_file`, `parameters` and `python_libraries`",
+        )
     entry_points = doc.get("entry_points")
     if not isinstance(entry_points, _yaml.YamlMap):
         return
@@ -126,23 +117,44 @@ def unknown_keys(project: Project) -> Iterator[Problem]:
         ep = str(ep_name)
         if not isinstance(body, _yaml.YamlMap):
             continue
-        for key in body:
-            if key not in ENTRY_POINT_KEYS and key not in DOCUMENTATION_KEYS:
-                yield _problem(
-                    project,
-                    body.line_of(key),
-                    "MLP209",
-                    f"unknown key {key!r} in entry point {ep!r}"
-                    f"{_did_you_mean(str(key), ENTRY_POINT_KEYS)}; MLflow ignores it: "
-                    "an entry point takes `command` and `parameters`",
-                    ep,
-                )
+        yield from _unread_keys(
+            project,
+            body,
+            ENTRY_POINT_KEYS,
+            where=f" in entry point {ep!r}",
+            fix="an entry point takes `command` and `parameters`",
+            ep=ep,
+        )
         parameters = body.get("parameters")
         if not isinstance(parameters, _yaml.YamlMap):
             continue
         for param_name, spec in parameters.items():
             if isinstance(spec, _yaml.YamlMap):
                 yield from _parameter_keys(project, ep, str(param_name), spec)
+
+
+def _unread_keys(
+    project: Project,
+    mapping: _yaml.YamlMap,
+    known: frozenset[str],
+    *,
+    kind: str = "key",
+    where: str = "",
+    fix: str,
+    ep: str | None = None,
+) -> Iterator[Problem]:
+    """MLP209 for each key of ``mapping`` that is neither ``known`` nor documentation:
+    "unknown KIND 'key'WHERE", then ``fix``, what the mapping takes; on ``ep``'s item."""
+    for key in mapping:
+        if key not in known and key not in DOCUMENTATION_KEYS:
+            yield _problem(
+                project,
+                mapping.line_of(key),
+                "MLP209",
+                f"unknown {kind} {key!r}{where}{_did_you_mean(str(key), known)}; "
+                f"MLflow ignores it: {fix}",
+                ep,
+            )
 
 
 def _parameter_keys(project: Project, ep: str, name: str, spec: _yaml.YamlMap) -> Iterator[Problem]:
