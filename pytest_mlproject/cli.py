@@ -215,12 +215,7 @@ def _verdicts(
                 continue
             before = len(shown)
             try:
-                warnings.warn_explicit(
-                    MLprojectWarning(f"{problem.code} {problem.message}"),
-                    MLprojectWarning,
-                    filename=str(problem.path),
-                    lineno=problem.line,
-                )
+                problem.warn()
             except MLprojectWarning:
                 verdicts.append((problem, True))
                 continue

@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import os
 import traceback
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,12 +73,7 @@ def report_problems(item: pytest.Item, problems: Iterable[Problem]) -> None:
             failing.append(problem)
             continue
         try:
-            warnings.warn_explicit(
-                MLprojectWarning(f"{problem.code} {problem.message}"),
-                MLprojectWarning,
-                filename=str(problem.path),
-                lineno=problem.line,
-            )
+            problem.warn()
         except MLprojectWarning:  # -W error, or a filterwarnings entry that says so
             failing.append(problem)
     if failing:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,16 @@ class Problem:
             with contextlib.suppress(ValueError):
                 path = path.relative_to(relative_to)
         return f"{path}:{self.line}: {self.code} {self.message}"
+
+    def warn(self) -> None:
+        """Issue it as an :class:`MLprojectWarning` at its file and line, through the warning
+        filters in force (which may raise it, or hide it)."""
+        warnings.warn_explicit(
+            MLprojectWarning(f"{self.code} {self.message}"),
+            MLprojectWarning,
+            filename=str(self.path),
+            lineno=self.line,
+        )
 
 
 class MLprojectError(Exception):
