@@ -4,9 +4,31 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
+
+# The REST endpoints that our own client (pytest_mlproject/databricks/workspace.py) calls. The
+# SDK also makes requests of its own, which come and go between its releases: the host-metadata
+# probe (/.well-known/databricks-config) and, from databricks-sdk 0.167 on, the Files API's
+# endpoint discovery (GET /api/2.0/fs/endpoints) among them. Tests that list requests list only
+# these, so that one more discovery request in a new SDK release fails nothing.
+OUR_ENDPOINTS = re.compile(
+    r"/api/2\.[0-9]/("
+    r"preview/scim/v2/Me"
+    r"|workspace/(get-status|mkdirs|import)"
+    r"|fs/(files|directories)/.+"
+    r"|jobs/runs/(submit|get|get-output|cancel|list)"
+    r")"
+)
+
+
+def ours(entries: Any) -> list[Any]:
+    """The logged requests of the fake workspace to an endpoint in :data:`OUR_ENDPOINTS`, in
+    order."""
+    return [e for e in entries if OUR_ENDPOINTS.fullmatch(e.path)]
 
 
 def git(cwd: Path, *args: str) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import ours
 
 from pytest_mlproject.databricks.credentials import Secrets, display_host
 from pytest_mlproject.databricks.runstate import RunOutput, RunState, parse_run
@@ -73,8 +74,8 @@ def workspace(databricks_workspace: FakeWorkspace) -> Iterator[Workspace]:
 
 
 def api_calls(fake: FakeWorkspace, path: str = "") -> list[Any]:
-    """Logged requests to the REST API (not the SDK's host-metadata probe)."""
-    return [e for e in fake.log if e.path.startswith("/api/") and path in e.path]
+    """Logged requests our client makes (not the SDK's own probes and discovery requests)."""
+    return [e for e in ours(fake.log) if path in e.path]
 
 
 def closed_port() -> int:

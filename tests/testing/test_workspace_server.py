@@ -108,14 +108,17 @@ def test_the_log_records_every_call_in_order_without_the_token(harness: Harness)
     workspace = harness.workspace
     workspace.log.clear()
     token = workspace.token
+    # A request this test does not list, standing for the ones the SDK makes of its own accord
+    # (host metadata, the Files API's endpoint discovery, and whatever a later release adds).
+    with pytest.raises(NotFound):
+        harness.client.api_client.do("GET", "/api/2.0/some/future/discovery")
     script = harness.put_script("env.py", "print(1)")
     run_id = harness.submit(harness.task(script, env={"DATABRICKS_TOKEN": token}))
     harness.client.jobs.get_run(run_id)
     harness.client.files.upload("/Volumes/c/s/v/blob.bin", io.BytesIO(b"12345"))
     _raw(workspace, "GET", f"/api/2.0/workspace/get-status?path=/{token}", {"X-Token": token})
 
-    calls = [(e.method, e.path, e.status) for e in workspace.log]
-    assert calls == [
+    made = [
         ("POST", "/api/2.0/workspace/mkdirs", 200),
         ("POST", "/api/2.0/workspace/import", 200),
         ("POST", "/api/2.2/jobs/runs/submit", 200),
@@ -123,18 +126,33 @@ def test_the_log_records_every_call_in_order_without_the_token(harness: Harness)
         ("PUT", "/api/2.0/fs/files/Volumes/c/s/v/blob.bin", 204),
         ("GET", "/api/2.0/workspace/get-status", 401),
     ]
-    submit, get, upload, probe = (
-        workspace.log[2],
-        workspace.log[3],
-        workspace.log[4],
-        workspace.log[5],
-    )
+    # Each request the test made is logged once, in order, with its answer; the SDK's own
+    # requests may be anywhere among them.
+    endpoints = {(method, path) for method, path, _ in made}
+    logged = [e for e in workspace.log if (e.method, e.path) in endpoints]
+    assert [(e.method, e.path, e.status) for e in logged] == made
+    submit, get, upload, probe = logged[2:]
     cluster = submit.body["tasks"][0]["new_cluster"]
     assert cluster["spark_env_vars"] == {"DATABRICKS_TOKEN": REDACTED}
     assert get.query == {"run_id": str(run_id)}
     assert (upload.body, upload.body_size) == (None, 5)
     assert probe.query == {"path": f"/{REDACTED}"}
+    # Every request is logged, the ones nobody listed too, and none of them holds the token.
+    assert ("GET", "/api/2.0/some/future/discovery", 404) in [
+        (e.method, e.path, e.status) for e in workspace.log
+    ]
     assert token not in repr(workspace.log.entries())
+
+
+def test_files_endpoint_discovery_is_not_served(harness: Harness) -> None:
+    """A workspace that does not serve ``GET /api/2.0/fs/endpoints`` answers 404, which
+    databricks-sdk (0.167 and later) takes as "use the built-in endpoints"."""
+    with pytest.raises(NotFound):
+        harness.client.api_client.do("GET", "/api/2.0/fs/endpoints")
+    harness.client.files.upload("/Volumes/c/s/v/after.bin", io.BytesIO(b"ok"))
+    contents = harness.client.files.download("/Volumes/c/s/v/after.bin").contents
+    assert contents is not None
+    assert contents.read() == b"ok"
 
 
 def test_a_chunked_upload_is_read_whole(harness: Harness) -> None:
