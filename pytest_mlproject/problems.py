@@ -155,6 +155,7 @@ _CATALOGUE = (
     Rule("MLP709", "unusable-dependency", E, "A dependency that cannot be a cluster library."),
     Rule("MLP710", "conda-package", W, "A conda package, which a cluster does not install."),
     Rule("MLP711", "spark-job-command", E, "A Spark job entry point not run by `python`."),
+    Rule("MLP712", "sparkr-not-installed", W, "An R script loads SparkR before installing it."),
     # The per-project settings file (pytest-mlproject.yaml), read by pytest-mlproject only.
     Rule("MLP801", "settings-unreadable", E, "The settings file cannot be read as YAML."),
     Rule("MLP802", "settings-unknown-key", W, "A settings key pytest-mlproject does not read."),

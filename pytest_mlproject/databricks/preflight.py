@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_mlproject import _fs, _yaml, checks, commands
+from pytest_mlproject import _fs, _yaml, checks, commands, rsource
 from pytest_mlproject.databricks.archive import excluded
 from pytest_mlproject.databricks.clusterspec import ClusterSpec, check_spec
 from pytest_mlproject.problems import MLprojectError, Problem
@@ -197,8 +197,8 @@ def outside_path(project: Project, entry: EntryPoint, name: str, value: Any) -> 
 
 
 def entry_problems(project: Project, entry: EntryPoint) -> Iterator[Problem]:
-    """``path`` defaults that do not travel, and Spark job commands MLflow refuses (they go
-    on the entry point's ``::check``)."""
+    """``path`` defaults that do not travel, Spark job commands MLflow refuses, and R scripts
+    that load SparkR without installing it (they go on the entry point's ``::check``)."""
     assert project.descriptor is not None
     spark = project.spark_job is not None and not entry.spark_python_file
     if spark and isinstance(entry.command, str):
@@ -217,6 +217,9 @@ def entry_problems(project: Project, entry: EntryPoint) -> Iterator[Problem]:
         reason = outside_path(project, entry, parameter.name, parameter.default)
         if reason is not None:
             yield Problem(project.descriptor, parameter.line, "MLP707", reason, entry.name)
+    sparkr = rsource.sparkr_problem(project, entry)
+    if sparkr is not None:
+        yield sparkr
 
 
 def _spark_command_problem(project: Project, entry: EntryPoint) -> str | None:
