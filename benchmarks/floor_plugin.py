@@ -30,7 +30,7 @@ import yaml
 OUTCOMES_ENV = "MLPROJECT_FLOOR_OUTCOMES"
 DESCRIPTOR = "mlproject"
 MISNAMED = frozenset({"mlproject.yaml", "mlproject.yml"})
-# The same node names as pytest_mlproject.nodes.node_name, so the node ids match.
+# The same node names as pytest_mlproject.plugin.nodes.node_name, so the node ids match.
 _ESCAPES = {"%": "%25", ":": "%3A", "[": "%5B", "]": "%5D", "\n": "%0A", "\r": "%0D"}
 
 Outcomes = dict[str, dict[str, Any]]

@@ -1,9 +1,10 @@
 """``mlproject-check PATH...``: the checks of ``pytest --mlproject``, for pre-commit and shells.
 
 Same rules, codes, messages and configuration as the pytest items, without a pytest session:
-the problems come from :func:`pytest_mlproject.nodes.descriptor_problems`, and ``mlproject_ignore``,
-``mlproject_strict``, ``filterwarnings``, ``norecursedirs`` and the Databricks cluster spec are
-read from the pytest configuration file that pytest itself would find for the same paths
+the problems come from :func:`pytest_mlproject.plugin.nodes.descriptor_problems`, and
+``mlproject_ignore``, ``mlproject_strict``, ``filterwarnings``, ``norecursedirs`` and the
+Databricks cluster spec are read from the pytest configuration file that pytest itself would
+find for the same paths
 (located by pytest's own code, so ``pytest.ini``, ``pyproject.toml``, ``tox.ini`` and
 ``setup.cfg`` are found and read exactly as pytest reads them).
 
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from pytest_mlproject.problems import MLprojectWarning, Problem
 
 if TYPE_CHECKING:
-    from pytest_mlproject.config import MLprojectConfig
+    from pytest_mlproject.plugin.config import MLprojectConfig
 
 #: pytest's default ``norecursedirs``; the ini key replaces it, as in pytest.
 NORECURSEDIRS = ("*.egg", ".*", "_darcs", "build", "CVS", "dist", "node_modules", "venv", "{arch}")
@@ -97,7 +98,7 @@ def _session_config(ini: IniFile, ignore: list[str], strict: bool) -> MLprojectC
     """The settings the pytest items would have, for what checking reads of them."""
     import pytest
 
-    from pytest_mlproject import config
+    from pytest_mlproject.plugin import config
 
     try:
         codes = config.rule_codes([*ini.get("mlproject_ignore", "args", []), *ignore])
@@ -177,7 +178,7 @@ def check_paths(
 ) -> list[tuple[Problem, bool]]:
     """Every problem under ``paths`` and whether it fails, as the pytest items decide it."""
     from pytest_mlproject.checks import misnamed_descriptor
-    from pytest_mlproject.nodes import descriptor_problems
+    from pytest_mlproject.plugin.nodes import descriptor_problems
 
     config = _session_config(ini, ignore, strict)
     norecursedirs = ini.get("norecursedirs", "args", list(NORECURSEDIRS))
@@ -264,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print(f"mlproject-check: error: {exc}", file=sys.stderr)
         return 2
-    from pytest_mlproject.reporting import annotation, github_actions
+    from pytest_mlproject.plugin.reporting import annotation, github_actions
 
     cwd = Path.cwd()
     annotate = github_actions()

@@ -34,7 +34,7 @@ from pytest_mlproject.databricks.workspace import (
 from pytest_mlproject.problems import MLprojectError
 from pytest_mlproject.testing import FakeWorkspace
 
-pytest_plugins = ["pytest_mlproject.testing.fixtures"]
+pytest_plugins = ["pytest_mlproject.plugin.workspace_fixtures"]
 
 # Distinctive, so that finding it anywhere it must not be is unambiguous.
 PLANTED = "dapi" + "5ec7e75ec7e75ec7e75ec7e75ec7e75e"

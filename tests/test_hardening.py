@@ -42,9 +42,10 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from pytest_mlproject import checks, commands, nodes, spec
-from pytest_mlproject.config import checking_config
+from pytest_mlproject import checks, commands, spec
 from pytest_mlproject.databricks import archive, clusterspec, launcher, payload, preflight
+from pytest_mlproject.plugin import nodes
+from pytest_mlproject.plugin.config import checking_config
 from pytest_mlproject.problems import MLprojectError
 from pytest_mlproject.settings import read_settings
 from pytest_mlproject.sources import SourceError, resolve_source

@@ -57,7 +57,7 @@ def test_load_check_render_and_run_a_project(pytester: pytest.Pytester) -> None:
         **{
             "tests/test_fixture_demo.py": f"""
             from pytest_mlproject import Project
-            from pytest_mlproject.fixtures import MLprojectFixture
+            from pytest_mlproject.plugin.fixtures import MLprojectFixture
 
 
             def test_demo(mlproject: MLprojectFixture) -> None:

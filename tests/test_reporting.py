@@ -11,8 +11,8 @@ from pathlib import Path
 import databricks.sdk
 import pytest
 
+from pytest_mlproject.plugin.reporting import RULES_URL, annotation, annotation_path
 from pytest_mlproject.problems import Problem
-from pytest_mlproject.reporting import RULES_URL, annotation, annotation_path
 from pytest_mlproject.testing import FakeWorkspace
 
 # pytester's in-process runs restore sys.modules afterwards; the SDK (and requests) must be

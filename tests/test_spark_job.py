@@ -15,9 +15,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from mlflow.projects import _project_spec
 
-from pytest_mlproject import checks, commands, nodes, spec
-from pytest_mlproject.config import checking_config
+from pytest_mlproject import checks, commands, spec
 from pytest_mlproject.databricks import clusterspec, payload, preflight
+from pytest_mlproject.plugin import nodes
+from pytest_mlproject.plugin.config import checking_config
 from pytest_mlproject.problems import MLprojectError, Problem
 
 LOAD_PROJECT: Any = _project_spec.load_project

@@ -32,9 +32,10 @@ from mlflow.projects import _project_spec
 from mlflow.tracking import MlflowClient
 from mlflow.utils import mlflow_tags
 
-from pytest_mlproject import spec, tracking, trackingitem
+from pytest_mlproject import spec, tracking
+from pytest_mlproject.plugin import trackingitem
+from pytest_mlproject.plugin.uriitems import SESSION_KEY
 from pytest_mlproject.testing import FakeWorkspace
-from pytest_mlproject.uriitems import SESSION_KEY
 
 # pytester's in-process runs restore sys.modules afterwards: MLflow, its store and the SDK
 # must be loaded out here first (the `template_store` fixture loads the store's modules).

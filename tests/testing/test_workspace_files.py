@@ -21,7 +21,7 @@ from databricks.sdk.service.workspace import ImportFormat, Language, ObjectType
 if TYPE_CHECKING:
     from workspace_helpers import Harness
 
-pytest_plugins = ["pytest_mlproject.testing.fixtures", "workspace_helpers"]
+pytest_plugins = ["pytest_mlproject.plugin.workspace_fixtures", "workspace_helpers"]
 
 NOTEBOOK = b"# Databricks notebook source\nprint(1)\n"
 

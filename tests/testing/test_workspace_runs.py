@@ -17,7 +17,7 @@ from databricks.sdk.service.workspace import ImportFormat
 if TYPE_CHECKING:
     from workspace_helpers import Harness
 
-pytest_plugins = ["pytest_mlproject.testing.fixtures", "workspace_helpers"]
+pytest_plugins = ["pytest_mlproject.plugin.workspace_fixtures", "workspace_helpers"]
 
 
 def _gone(pid: int) -> bool:

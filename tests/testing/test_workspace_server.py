@@ -23,7 +23,7 @@ from pytest_mlproject.testing.requestlog import REDACTED
 if TYPE_CHECKING:
     from workspace_helpers import Harness
 
-pytest_plugins = ["pytest_mlproject.testing.fixtures", "workspace_helpers"]
+pytest_plugins = ["pytest_mlproject.plugin.workspace_fixtures", "workspace_helpers"]
 
 
 def _port(workspace: FakeWorkspace) -> int:
@@ -244,7 +244,7 @@ def test_the_fixture_cleans_up_after_a_users_test(pytester: pytest.Pytester) -> 
                 json.dump(state, out)
         """
     )
-    result = pytester.runpytest_inprocess("-p", "pytest_mlproject.testing.fixtures")
+    result = pytester.runpytest_inprocess("-p", "pytest_mlproject.plugin.workspace_fixtures")
 
     result.assert_outcomes(passed=1)
     state = json.loads((pytester.path / "state.json").read_text())
@@ -285,7 +285,9 @@ def test_python_m_serves_until_interrupted(tmp_path: Path) -> None:
 def test_imports_stay_light() -> None:
     # Fresh interpreters: registering the fixture loads neither the server nor the SDK, and the
     # server (and python -m) load neither pytest nor databricks.sdk.
-    fixture_only = "import sys, pytest_mlproject.testing.fixtures as f; print(*sys.modules)"
+    fixture_only = (
+        "import sys, pytest_mlproject.plugin.workspace_fixtures as f; print(*sys.modules)"
+    )
     server_only = "import sys, pytest_mlproject.testing.__main__ as m; print(*sys.modules)"
     loaded = {
         code: subprocess.run(

@@ -11,7 +11,7 @@ from databricks.sdk.errors import BadRequest, InvalidParameterValue
 if TYPE_CHECKING:
     from workspace_helpers import Harness
 
-pytest_plugins = ["pytest_mlproject.testing.fixtures", "workspace_helpers"]
+pytest_plugins = ["pytest_mlproject.plugin.workspace_fixtures", "workspace_helpers"]
 
 CLUSTER = {"spark_version": "15.4.x-scala2.12", "num_workers": 0}
 TASK: dict[str, Any] = {

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from pytest_mlproject.nodes import SPEC_ITEM, MLprojectFailure, MLprojectFile, MLprojectItem
+from pytest_mlproject.plugin.nodes import SPEC_ITEM, MLprojectFailure, MLprojectFile, MLprojectItem
 
 SESSION_KEY = "mlproject_session_id"
 

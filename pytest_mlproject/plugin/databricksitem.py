@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_mlproject import redact
-from pytest_mlproject.config import CONFIG_KEY, COORDINATOR_KEY, DIST_KEY
-from pytest_mlproject.nodes import EntryPointItem, MLprojectFailure, report_problems
+from pytest_mlproject.plugin.config import CONFIG_KEY, COORDINATOR_KEY, DIST_KEY
+from pytest_mlproject.plugin.nodes import EntryPointItem, MLprojectFailure, report_problems
 from pytest_mlproject.problems import MLprojectError, Problem
 
 if TYPE_CHECKING:
     from pytest_mlproject.databricks.clusterspec import ClusterSpec
     from pytest_mlproject.databricks.session import Coordinator, Job
-    from pytest_mlproject.nodes import ProjectContext
+    from pytest_mlproject.plugin.nodes import ProjectContext
     from pytest_mlproject.tracking import TrackedRun
 
 #: Lines of the run's log shown in the failure message (the whole log is a report section).
@@ -64,7 +64,7 @@ def _scrubbed(value: Any, secrets: set[str]) -> Any:
 
 def coordinator(config: pytest.Config) -> Coordinator:
     from pytest_mlproject.databricks.session import Coordinator, ledger_path, share
-    from pytest_mlproject.uriitems import session_id
+    from pytest_mlproject.plugin.uriitems import session_id
 
     existing = config.stash.get(COORDINATOR_KEY, None)
     if existing is not None:
@@ -131,8 +131,8 @@ class DatabricksItem(EntryPointItem):
     def _prepare(self) -> Job:
         from pytest_mlproject.databricks import archive, payload, preflight
         from pytest_mlproject.databricks.workspace import configured_host
-        from pytest_mlproject.localitem import missing_reason, user_values
-        from pytest_mlproject.uriitems import session_id
+        from pytest_mlproject.plugin.localitem import missing_reason, user_values
+        from pytest_mlproject.plugin.uriitems import session_id
 
         options = self.config.stash[CONFIG_KEY].databricks
         project, entry = self.context.project, self.entry_point
@@ -170,7 +170,7 @@ class DatabricksItem(EntryPointItem):
             archives[project.directory] = archive.pack(project.directory)
         packed = archives[project.directory]
         if not options.dry_run:  # a dry run asks nothing of the tracking store either
-            from pytest_mlproject.trackingitem import start_run
+            from pytest_mlproject.plugin.trackingitem import start_run
 
             self._tracked = start_run(self, self.context, entry, values, "databricks")
         job = payload.build_job(
@@ -204,7 +204,7 @@ class DatabricksItem(EntryPointItem):
         job = runs.ensure(job)
         for sibling in self._coming_here():
             runs.ensure(sibling, first=False)
-        from pytest_mlproject.trackingitem import end_databricks_run, end_run
+        from pytest_mlproject.plugin.trackingitem import end_databricks_run, end_run
 
         try:
             runs.wait(job)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_mlproject.config import CONFIG_KEY
+from pytest_mlproject.plugin.config import CONFIG_KEY
 
 if TYPE_CHECKING:
     from pytest_mlproject.databricks.api import DatabricksResult

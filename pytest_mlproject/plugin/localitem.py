@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_mlproject import commands, local, redact
-from pytest_mlproject.config import CONFIG_KEY
-from pytest_mlproject.nodes import EntryPointItem, MLprojectFailure
+from pytest_mlproject.plugin.config import CONFIG_KEY
+from pytest_mlproject.plugin.nodes import EntryPointItem, MLprojectFailure
 from pytest_mlproject.problems import MLprojectError
 from pytest_mlproject.spec import EntryPoint, Project
 
 if TYPE_CHECKING:
-    from pytest_mlproject.nodes import ProjectContext
+    from pytest_mlproject.plugin.nodes import ProjectContext
     from pytest_mlproject.settings import Settings
 
 #: Lines of each output stream shown in the failure message; the rest is in report sections.
@@ -153,7 +153,7 @@ class RunItem(EntryPointItem):
         except MLprojectError as exc:
             raise MLprojectFailure([f"{self.where()}: {exc}"]) from None
         self.user_properties.append(("command", redact.scrub(command)))
-        from pytest_mlproject.trackingitem import end_run, local_status, start_run
+        from pytest_mlproject.plugin.trackingitem import end_run, local_status, start_run
 
         tracked = start_run(self, self.context, entry, values, "local")
         try:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_mlproject.config import CONFIG_KEY
+from pytest_mlproject.plugin.config import CONFIG_KEY
 
 if TYPE_CHECKING:
     from pytest_mlproject.commands import ParamSpec
@@ -75,7 +75,7 @@ class MLprojectFixture:
         (``--databricks-cluster-spec`` or the project's own), what Databricks would refuse
         is checked too, as for the items.
         """
-        from pytest_mlproject.nodes import descriptor_problems
+        from pytest_mlproject.plugin.nodes import descriptor_problems
         from pytest_mlproject.spec import Project
 
         if isinstance(project, Project):
@@ -151,7 +151,7 @@ class MLprojectFixture:
         ``::run`` items only.
         """
         from pytest_mlproject.local import NotRunnableError, local_skip_reason
-        from pytest_mlproject.localitem import run_locally, run_timeout
+        from pytest_mlproject.plugin.localitem import run_locally, run_timeout
         from pytest_mlproject.settings import read_settings
         from pytest_mlproject.sources import git_commit
 
@@ -195,8 +195,8 @@ class MLprojectFixture:
             if version is None and ("#" not in text or path.exists()):
                 return path
             uri = str(path)  # a local repository, with #sub or @version
+        from pytest_mlproject.plugin.uriitems import cache_dir, session_id
         from pytest_mlproject.sources import resolve_source
-        from pytest_mlproject.uriitems import cache_dir, session_id
 
         source = resolve_source(
             uri, version, cache_dir=cache_dir(self.config), session=session_id(self.config)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_mlproject import checks, spec
-from pytest_mlproject.config import CONFIG_KEY, MLprojectConfig
+from pytest_mlproject.plugin.config import CONFIG_KEY, MLprojectConfig
 from pytest_mlproject.problems import MLprojectWarning, Problem
 from pytest_mlproject.settings import Settings, check_settings, read_settings
 
@@ -168,8 +168,8 @@ def _databricks_problems(context: ProjectContext, config: MLprojectConfig) -> li
         return []
     from pytest_mlproject.databricks import preflight
     from pytest_mlproject.databricks.clusterspec import SpecError
-    from pytest_mlproject.databricks.item import cluster_spec_for
     from pytest_mlproject.databricks.workspace import configured_host
+    from pytest_mlproject.plugin.databricksitem import cluster_spec_for
 
     problems: list[Problem] = []
     seen: set[int] = set()
@@ -232,7 +232,7 @@ class EntryPointNode(pytest.Collector):
             self, name="check", problems=self.problems, line=self.entry_point.line
         )
         if _settings(self).run:
-            from pytest_mlproject.localitem import RunItem
+            from pytest_mlproject.plugin.localitem import RunItem
 
             yield RunItem.from_parent(
                 self,
@@ -242,7 +242,7 @@ class EntryPointNode(pytest.Collector):
                 has_errors=self.has_errors,
             )
         if _settings(self).databricks.submit:
-            from pytest_mlproject.databricks.item import DatabricksItem
+            from pytest_mlproject.plugin.databricksitem import DatabricksItem
 
             yield DatabricksItem.from_parent(
                 self,

@@ -1,4 +1,4 @@
-"""The ``databricks_workspace`` fixture: the only module of this package that imports pytest.
+"""The ``databricks_workspace`` fixture: the fake workspace (pytest_mlproject.testing), for tests.
 
 The plugin registers this module for every session, so it imports the server only when a test
 asks for the fixture.

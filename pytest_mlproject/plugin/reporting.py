@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from pytest_mlproject.config import CONFIG_KEY
+from pytest_mlproject.plugin.config import CONFIG_KEY
 from pytest_mlproject.problems import RULES, Problem
 
 RULES_URL = "https://github.com/pytest-mlproject/pytest-mlproject/blob/main/docs/rules.md"
@@ -134,7 +134,7 @@ class SessionReport:
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
         report = yield
-        from pytest_mlproject.nodes import ProblemsItem
+        from pytest_mlproject.plugin.nodes import ProblemsItem
 
         if call.when == "call" and isinstance(item, ProblemsItem):
             strict = item.config.stash[CONFIG_KEY].strict

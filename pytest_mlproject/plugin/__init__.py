@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_mlproject.config import (
+from pytest_mlproject.plugin.config import (
     CONFIG_KEY,
     COORDINATOR_KEY,
     DEFAULT_TIMEOUT,
@@ -27,9 +27,9 @@ if TYPE_CHECKING:
 # The `mlproject`, `databricks_workspace` and `mlproject_databricks` fixtures; their modules
 # import nothing heavy until a test uses them.
 pytest_plugins = [
-    "pytest_mlproject.fixtures",
-    "pytest_mlproject.testing.fixtures",
-    "pytest_mlproject.databricks_fixtures",
+    "pytest_mlproject.plugin.fixtures",
+    "pytest_mlproject.plugin.workspace_fixtures",
+    "pytest_mlproject.plugin.databricks_fixtures",
 ]
 
 MARKERS = {
@@ -249,14 +249,14 @@ def pytest_configure(config: pytest.Config) -> None:
     settings: MLprojectConfig = parse_config(config)
     config.stash[CONFIG_KEY] = settings
     if settings.databricks.submit:
-        from pytest_mlproject.reporting import DatabricksSummary
+        from pytest_mlproject.plugin.reporting import DatabricksSummary
 
         config.pluginmanager.register(DatabricksSummary(), "mlproject-databricks-summary")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(), "mlproject-xdist")
     if settings.enabled:
         _add_mlproject_paths(config, settings)
-        from pytest_mlproject.reporting import configure_reporting
+        from pytest_mlproject.plugin.reporting import configure_reporting
 
         configure_reporting(config)
 
@@ -333,7 +333,7 @@ def pytest_collect_directory(path: Path, parent: Collector) -> pytest.Collector 
         return None
     if not broken:
         return None
-    from pytest_mlproject.nodes import DirWithBrokenDescriptor
+    from pytest_mlproject.plugin.nodes import DirWithBrokenDescriptor
 
     return DirWithBrokenDescriptor.from_parent(parent, path=path)
 
@@ -344,11 +344,11 @@ def pytest_collect_file(file_path: Path, parent: Collector) -> pytest.Collector 
         return None
     name = file_path.name.lower()
     if name == "mlproject":
-        from pytest_mlproject.nodes import MLprojectFile
+        from pytest_mlproject.plugin.nodes import MLprojectFile
 
         return MLprojectFile.from_parent(parent, path=file_path)
     if name in ("mlproject.yaml", "mlproject.yml"):
-        from pytest_mlproject.nodes import MisnamedFile
+        from pytest_mlproject.plugin.nodes import MisnamedFile
 
         return MisnamedFile.from_parent(parent, path=file_path)
     return None
@@ -360,7 +360,7 @@ def pytest_collection_modifyitems(session: pytest.Session, items: list[pytest.It
     settings = session.config.stash.get(CONFIG_KEY, None)
     if settings is None or not settings.uris:
         return
-    from pytest_mlproject.uriitems import uri_items
+    from pytest_mlproject.plugin.uriitems import uri_items
 
     items.extend(uri_items(session, settings.uris, settings.version))
 
@@ -371,8 +371,8 @@ class _XdistHooks:
 
     @staticmethod
     def pytest_configure_node(node: Any) -> None:
-        from pytest_mlproject.config import DIST_KEY
-        from pytest_mlproject.uriitems import SESSION_KEY, session_id
+        from pytest_mlproject.plugin.config import DIST_KEY
+        from pytest_mlproject.plugin.uriitems import SESSION_KEY, session_id
 
         node.workerinput[SESSION_KEY] = session_id(node.config)
         node.workerinput[DIST_KEY] = str(node.config.getoption("dist", "no"))
@@ -405,10 +405,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 def _cancel_what_workers_left(config: pytest.Config) -> None:
     """On the xdist controller: every worker is done, so any run still active is orphaned."""
-    from pytest_mlproject.databricks.item import terminal_echo
     from pytest_mlproject.databricks.session import cancel_left_behind, ledger_path
     from pytest_mlproject.databricks.workspace import Workspace
-    from pytest_mlproject.uriitems import session_id
+    from pytest_mlproject.plugin.databricksitem import terminal_echo
+    from pytest_mlproject.plugin.uriitems import session_id
 
     ledger = ledger_path(session_id(config))
     if ledger.exists():
