@@ -401,7 +401,7 @@ def gone(scenario: Scenario) -> Result:
 
 
 def _job(name: str) -> Any:
-    from pytest_mlproject.databricks import session as coordination
+    from pytest_mlproject.databricks import job as coordination
 
     body = {
         "run_name": name,

@@ -1,7 +1,7 @@
 """``mlproject-check PATH...``: the checks of ``pytest --mlproject``, for pre-commit and shells.
 
 Same rules, codes, messages and configuration as the pytest items, without a pytest session:
-the problems come from :func:`pytest_mlproject.plugin.nodes.descriptor_problems`, and
+the problems come from :func:`pytest_mlproject.descriptor.descriptor_problems`, and
 ``mlproject_ignore``, ``mlproject_strict``, ``filterwarnings``, ``norecursedirs`` and the
 Databricks cluster spec are read from the pytest configuration file that pytest itself would
 find for the same paths
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from pytest_mlproject.problems import MLprojectWarning, Problem
 
 if TYPE_CHECKING:
-    from pytest_mlproject.plugin.config import MLprojectConfig
+    from pytest_mlproject.options import MLprojectConfig
 
 #: pytest's default ``norecursedirs``; the ini key replaces it, as in pytest.
 NORECURSEDIRS = ("*.egg", ".*", "_darcs", "build", "CVS", "dist", "node_modules", "venv", "{arch}")
@@ -76,8 +76,7 @@ def find_ini(paths: Sequence[str], cwd: Path) -> IniFile:
     ``determine_setup`` has changed shape between pytest releases (keyword ``override_ini``
     and a fourth result in pytest 9; values wrapped in ``ConfigValue``): both shapes work.
     """
-    from _pytest.config import findpaths
-    from _pytest.outcomes import OutcomeException
+    from pytest_mlproject.plugin.pytest_private import OutcomeException, findpaths
 
     kwargs: dict[str, Any] = {
         "inifile": None,
@@ -98,10 +97,11 @@ def _session_config(ini: IniFile, ignore: list[str], strict: bool) -> MLprojectC
     """The settings the pytest items would have, for what checking reads of them."""
     import pytest
 
-    from pytest_mlproject.plugin import config
+    from pytest_mlproject.options import checking_config
+    from pytest_mlproject.plugin.config import rule_codes
 
     try:
-        codes = config.rule_codes([*ini.get("mlproject_ignore", "args", []), *ignore])
+        codes = rule_codes([*ini.get("mlproject_ignore", "args", []), *ignore])
     except pytest.UsageError as exc:
         raise UsageError(str(exc)) from None
     cluster_spec = None
@@ -113,7 +113,7 @@ def _session_config(ini: IniFile, ignore: list[str], strict: bool) -> MLprojectC
             cluster_spec = parse(spec_text, base=ini.path.parent if ini.path else Path.cwd())
         except SpecError as exc:
             raise UsageError(f"databricks_cluster_spec: {exc}") from None
-    return config.checking_config(
+    return checking_config(
         strict=strict,
         ignore=frozenset(codes),
         cluster_spec=cluster_spec,
@@ -153,7 +153,7 @@ def descriptors(paths: Sequence[str], norecursedirs: Sequence[str]) -> Iterator[
 
 
 def _walk(top: Path, norecursedirs: Sequence[str]) -> Iterator[Path]:
-    from _pytest.pathlib import fnmatch_ex
+    from pytest_mlproject.plugin.pytest_private import fnmatch_ex
 
     for folder, dirs, files in os.walk(top):
         here = Path(folder)
@@ -178,7 +178,7 @@ def check_paths(
 ) -> list[tuple[Problem, bool]]:
     """Every problem under ``paths`` and whether it fails, as the pytest items decide it."""
     from pytest_mlproject.checks import misnamed_descriptor
-    from pytest_mlproject.plugin.nodes import descriptor_problems
+    from pytest_mlproject.descriptor import descriptor_problems
 
     config = _session_config(ini, ignore, strict)
     norecursedirs = ini.get("norecursedirs", "args", list(NORECURSEDIRS))
@@ -197,12 +197,12 @@ def check_paths(
 def _verdicts(
     problems: Sequence[Problem], strict: bool, ini: IniFile
 ) -> list[tuple[Problem, bool]]:
-    """Each problem and whether it fails, as ``nodes.report_problems`` decides it.
+    """Each problem and whether it fails, as ``plugin.nodes.report_problems`` decides it.
 
     A warning goes through the ini file's ``filterwarnings`` as it does in pytest: ``error``
     there makes it fail, and ``ignore`` hides it (it is left out).
     """
-    from _pytest.config import apply_warning_filters
+    from pytest_mlproject.plugin.pytest_private import apply_warning_filters
 
     verdicts = []
     with warnings.catch_warnings(record=True) as shown:

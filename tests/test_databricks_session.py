@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pytest_mlproject.databricks import session
+from pytest_mlproject.databricks.job import Job, Upload
 from pytest_mlproject.databricks.workspace import Workspace
 from pytest_mlproject.testing import FakeWorkspace
 
@@ -34,7 +35,7 @@ def coordinator(fake: FakeWorkspace, lines: list[str], limit: int = 4) -> sessio
     )
 
 
-def job(name: str, seconds: float, timeout: float = 0) -> session.Job:
+def job(name: str, seconds: float, timeout: float = 0) -> Job:
     script = f"import time\ntime.sleep({seconds})\nprint('done {name}')\n".encode()
     body = {
         "run_name": name,
@@ -48,11 +49,11 @@ def job(name: str, seconds: float, timeout: float = 0) -> session.Job:
             }
         ],
     }
-    return session.Job(
+    return Job(
         nodeid=name,
         label=name,
         body=body,
-        uploads=(session.Upload(f"{name}.py", script),),
+        uploads=(Upload(f"{name}.py", script),),
         timeout=timeout or 3600,
     )
 

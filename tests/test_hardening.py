@@ -42,10 +42,10 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from pytest_mlproject import checks, commands, spec
+from pytest_mlproject import checks, commands, descriptor, spec
 from pytest_mlproject.databricks import archive, clusterspec, launcher, payload, preflight
+from pytest_mlproject.options import checking_config
 from pytest_mlproject.plugin import nodes
-from pytest_mlproject.plugin.config import checking_config
 from pytest_mlproject.problems import MLprojectError
 from pytest_mlproject.settings import read_settings
 from pytest_mlproject.sources import SourceError, resolve_source
@@ -94,7 +94,7 @@ def without_hanging(call: Callable[[], T]) -> T:
 
 def all_problems(folder: Path) -> list[str]:
     """What the ::spec and ::check items of the project would report, as `FILE:CODE message`."""
-    _, problems = nodes.descriptor_problems(folder / "MLproject", _PLAIN)
+    _, problems = descriptor.descriptor_problems(folder / "MLproject", _PLAIN)
     return [f"{p.path.name}:{p.code} {p.message}" for p in problems]
 
 

@@ -28,6 +28,7 @@ import databricks.sdk
 import pytest
 
 from pytest_mlproject.databricks import session
+from pytest_mlproject.databricks.job import Job, Upload
 from pytest_mlproject.databricks.workspace import Workspace
 from pytest_mlproject.testing import FakeWorkspace
 
@@ -206,7 +207,7 @@ def test_the_workspace_going_away_fails_the_runs_and_ends_the_session(
     assert not any("Traceback" in line for line in lines)
 
 
-def _job(name: str, seconds: float) -> session.Job:
+def _job(name: str, seconds: float) -> Job:
     script = f"import time\ntime.sleep({seconds})\n".encode()
     body = {
         "run_name": name,
@@ -220,11 +221,11 @@ def _job(name: str, seconds: float) -> session.Job:
             }
         ],
     }
-    return session.Job(
+    return Job(
         nodeid=name,
         label=name,
         body=body,
-        uploads=(session.Upload(f"{name}.py", script),),
+        uploads=(Upload(f"{name}.py", script),),
         timeout=3600,
     )
 

@@ -87,7 +87,8 @@ def test_nothing_heavy_is_imported_without_the_option(pytester: pytest.Pytester)
     result.assert_outcomes(passed=1)
     loaded = next(line for line in result.outlines if line.startswith("LOADED:"))
     assert loaded == (
-        "LOADED: ['pytest_mlproject.plugin', 'pytest_mlproject.plugin.config', "
+        "LOADED: ['pytest_mlproject.options', 'pytest_mlproject.plugin', "
+        "'pytest_mlproject.plugin.config', "
         "'pytest_mlproject.plugin.databricks_fixtures', 'pytest_mlproject.plugin.fixtures', "
         "'pytest_mlproject.plugin.workspace_fixtures', 'pytest_mlproject.problems']"
     )

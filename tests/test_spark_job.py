@@ -15,10 +15,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from mlflow.projects import _project_spec
 
-from pytest_mlproject import checks, commands, spec
+from pytest_mlproject import checks, commands, descriptor, spec
 from pytest_mlproject.databricks import clusterspec, payload, preflight
-from pytest_mlproject.plugin import nodes
-from pytest_mlproject.plugin.config import checking_config
+from pytest_mlproject.options import checking_config
 from pytest_mlproject.problems import MLprojectError, Problem
 
 LOAD_PROJECT: Any = _project_spec.load_project
@@ -383,7 +382,7 @@ def test_any_spark_job_gives_problems_and_payloads_never_a_traceback(
         document[env] = {"image": "x"} if env == "docker_env" else "env.yaml"
     with tempfile.TemporaryDirectory() as name:
         folder = project(Path(name), yaml.safe_dump(document))
-        context, found = nodes.descriptor_problems(folder / "MLproject", _WITH_SPEC)
+        context, found = descriptor.descriptor_problems(folder / "MLproject", _WITH_SPEC)
         assert all(isinstance(p, Problem) for p in found)
         if context is None:
             return

@@ -34,7 +34,7 @@ from mlflow.utils import mlflow_tags
 
 from pytest_mlproject import spec, tracking
 from pytest_mlproject.plugin import trackingitem
-from pytest_mlproject.plugin.uriitems import SESSION_KEY
+from pytest_mlproject.plugin.config import SESSION_KEY
 from pytest_mlproject.testing import FakeWorkspace
 
 # pytester's in-process runs restore sys.modules afterwards: MLflow, its store and the SDK

@@ -29,7 +29,7 @@ from pytest_mlproject.problems import MLprojectError
 if TYPE_CHECKING:
     from pytest_mlproject.databricks.archive import Archive
     from pytest_mlproject.databricks.clusterspec import ClusterSpec
-    from pytest_mlproject.databricks.session import Job
+    from pytest_mlproject.databricks.job import Job
     from pytest_mlproject.databricks.workspace import Workspace
     from pytest_mlproject.spec import Project
 

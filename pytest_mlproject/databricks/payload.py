@@ -23,7 +23,7 @@ from pytest_mlproject.spec import EntryPoint, Project
 if TYPE_CHECKING:
     from pytest_mlproject.databricks.archive import Archive
     from pytest_mlproject.databricks.clusterspec import ClusterSpec
-    from pytest_mlproject.databricks.session import Job
+    from pytest_mlproject.databricks.job import Job
 
 TASK_KEY = "mlproject"
 
@@ -162,7 +162,7 @@ def build_job(
     ``mlflow_env`` (``--mlproject-tracking``: the MLflow run to log into) wins over the
     MLflow variables made from ``experiment_id``."""
     from pytest_mlproject.databricks import archive
-    from pytest_mlproject.databricks.session import Job, Upload
+    from pytest_mlproject.databricks.job import Job, Upload
 
     deps = preflight.dependencies(project)
     requirement_names = {

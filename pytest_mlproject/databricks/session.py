@@ -26,15 +26,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from pytest_mlproject.databricks.job import FIRST_POLL_INTERVAL, Job
 from pytest_mlproject.databricks.workspace import (
     CredentialsError,
     DatabricksError,
-    RunOutput,
     RunState,
     Workspace,
 )
@@ -42,47 +41,10 @@ from pytest_mlproject.databricks.workspace import (
 #: Polling starts fast (runs on a warm pool start in seconds) and backs off to at most
 #: this many seconds; ``PYTEST_MLPROJECT_MAX_POLL_INTERVAL`` changes it.
 MAX_POLL_INTERVAL = 30.0
-FIRST_POLL_INTERVAL = 1.0
 #: How long the poller keeps trying when the workspace does not answer, per run.
 LOST_CONTACT_AFTER = 600.0
 #: Tries at connecting when the workspace answers the identity check with a server error.
 CONNECT_ATTEMPTS = 3
-
-
-@dataclass
-class Upload:
-    """A file to put beside the launcher: a project archive or a requirements file."""
-
-    name: str
-    data: bytes
-
-
-@dataclass
-class Job:
-    """One entry point's run, from preparation to its end."""
-
-    nodeid: str
-    label: str
-    #: The ``runs/submit`` body, complete but for ``{upload_dir}`` placeholders resolved by
-    #: :meth:`Coordinator._body`.
-    body: Mapping[str, Any]
-    uploads: tuple[Upload, ...]
-    timeout: float
-    run_id: int | None = None
-    state: RunState | None = None
-    output: RunOutput | None = None
-    #: A failure of ours rather than the run's: could not submit, lost contact, timed out.
-    error: str | None = None
-    cancelled: bool = False
-    #: An item of this process waits for it (under xdist, another worker's item may).
-    awaited: bool = False
-    submitted_at: float | None = None
-    finished_at: float | None = None
-    done: threading.Event = field(default_factory=threading.Event)
-    _next_poll: float = 0.0
-    _interval: float = FIRST_POLL_INTERVAL
-    _failing_since: float | None = None
-    _output_failing_since: float | None = None
 
 
 class Coordinator:

@@ -9,20 +9,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
-from pytest_mlproject.plugin.config import (
-    CONFIG_KEY,
-    COORDINATOR_KEY,
-    DEFAULT_TIMEOUT,
-    MLprojectConfig,
-    parse_config,
-)
-
-if TYPE_CHECKING:
-    from _pytest.nodes import Collector
+from pytest_mlproject.options import DEFAULT_TIMEOUT, MLprojectConfig
+from pytest_mlproject.plugin.config import CONFIG_KEY, COORDINATOR_KEY, parse_config
 
 # The `mlproject`, `databricks_workspace` and `mlproject_databricks` fixtures; their modules
 # import nothing heavy until a test uses them.
@@ -318,7 +310,7 @@ def _searched(config: pytest.Config) -> list[Path]:
     return [path.resolve() for path in paths if path.is_dir()]
 
 
-def pytest_collect_directory(path: Path, parent: Collector) -> pytest.Collector | None:
+def pytest_collect_directory(path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     """A folder holding a broken link named MLproject: pytest skips links that lead nowhere,
     so such a folder gets a collector that also reports the link as a failing descriptor."""
     settings = parent.config.stash.get(CONFIG_KEY, None)
@@ -333,22 +325,22 @@ def pytest_collect_directory(path: Path, parent: Collector) -> pytest.Collector 
         return None
     if not broken:
         return None
-    from pytest_mlproject.plugin.nodes import DirWithBrokenDescriptor
+    from pytest_mlproject.plugin.collect import DirWithBrokenDescriptor
 
     return DirWithBrokenDescriptor.from_parent(parent, path=path)
 
 
-def pytest_collect_file(file_path: Path, parent: Collector) -> pytest.Collector | None:
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     settings = parent.config.stash.get(CONFIG_KEY, None)
     if settings is None or not settings.enabled:
         return None
     name = file_path.name.lower()
     if name == "mlproject":
-        from pytest_mlproject.plugin.nodes import MLprojectFile
+        from pytest_mlproject.plugin.collect import MLprojectFile
 
         return MLprojectFile.from_parent(parent, path=file_path)
     if name in ("mlproject.yaml", "mlproject.yml"):
-        from pytest_mlproject.plugin.nodes import MisnamedFile
+        from pytest_mlproject.plugin.collect import MisnamedFile
 
         return MisnamedFile.from_parent(parent, path=file_path)
     return None
@@ -371,8 +363,7 @@ class _XdistHooks:
 
     @staticmethod
     def pytest_configure_node(node: Any) -> None:
-        from pytest_mlproject.plugin.config import DIST_KEY
-        from pytest_mlproject.plugin.uriitems import SESSION_KEY, session_id
+        from pytest_mlproject.plugin.config import DIST_KEY, SESSION_KEY, session_id
 
         node.workerinput[SESSION_KEY] = session_id(node.config)
         node.workerinput[DIST_KEY] = str(node.config.getoption("dist", "no"))
@@ -407,8 +398,8 @@ def _cancel_what_workers_left(config: pytest.Config) -> None:
     """On the xdist controller: every worker is done, so any run still active is orphaned."""
     from pytest_mlproject.databricks.session import cancel_left_behind, ledger_path
     from pytest_mlproject.databricks.workspace import Workspace
+    from pytest_mlproject.plugin.config import session_id
     from pytest_mlproject.plugin.databricksitem import terminal_echo
-    from pytest_mlproject.plugin.uriitems import session_id
 
     ledger = ledger_path(session_id(config))
     if ledger.exists():

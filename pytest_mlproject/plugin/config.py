@@ -1,108 +1,49 @@
 """The session's settings, read once from the command line and the ini file.
 
-Kept apart from ``plugin.py`` so the nodes can use the settings without importing the hooks,
-and validated up front: a wrong option is one clear usage error at start-up, not a failure
-in every item.
+Kept apart from the hooks (``plugin/__init__.py``) so the nodes can use the settings without
+importing the hooks, and validated up front: a wrong option is one clear usage error at
+start-up, not a failure in every item.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_mlproject.options import (
+    DEFAULT_DATABRICKS_TIMEOUT,
+    DEFAULT_MAX_PARALLEL,
+    DEFAULT_TIMEOUT,
+    DatabricksConfig,
+    MLprojectConfig,
+)
 from pytest_mlproject.problems import RULES
 
 if TYPE_CHECKING:
     from pytest_mlproject.commands import ParamSpec
-    from pytest_mlproject.databricks.clusterspec import ClusterSpec
     from pytest_mlproject.databricks.session import Coordinator
-
-DEFAULT_TIMEOUT = 3600.0
-DEFAULT_DATABRICKS_TIMEOUT = 7200.0
-DEFAULT_MAX_PARALLEL = 16
-
-
-@dataclass(frozen=True)
-class DatabricksConfig:
-    #: ``--databricks``: submit each entry point as a one-time job run.
-    submit: bool
-    dry_run: bool
-    #: The session's cluster spec; projects may name their own in pytest-mlproject.yaml.
-    cluster_spec: ClusterSpec | None
-    profile: str | None
-    experiment_id: str | None
-    upload_dir: str | None
-    timeout: float
-    max_parallel: int
-
-
-@dataclass(frozen=True)
-class MLprojectConfig:
-    enabled: bool
-    run: bool
-    strict: bool
-    ignore: frozenset[str]
-    #: ``--mlproject-param`` values, then ``mlproject_params``: two layers, first one wins.
-    cli_params: tuple[ParamSpec, ...]
-    ini_params: tuple[ParamSpec, ...]
-    timeout: float
-    #: The timeout was given (option or ini), so it wins over pytest-mlproject.yaml.
-    timeout_given: bool
-    paths: tuple[Path, ...]
-    uris: tuple[str, ...]
-    version: str | None
-    databricks: DatabricksConfig
-    #: ``--mlproject-tracking``: record each run in MLflow Tracking.
-    tracking: bool = False
-    #: ``--mlproject-experiment`` (or, for tracking, ``--databricks-experiment-id``): the
-    #: experiment recorded runs go to, a name or an all-digits id; ``None``: MLflow's choice.
-    experiment: str | None = None
-
-
-def checking_config(
-    *,
-    strict: bool = False,
-    ignore: frozenset[str] = frozenset(),
-    cluster_spec: ClusterSpec | None = None,
-    profile: str | None = None,
-) -> MLprojectConfig:
-    """The settings of a session that only checks (plain ``pytest --mlproject``, or
-    ``mlproject-check``): nothing run, nothing submitted; a cluster spec turns the Databricks
-    rules on."""
-    return MLprojectConfig(
-        enabled=True,
-        run=False,
-        strict=strict,
-        ignore=ignore,
-        cli_params=(),
-        ini_params=(),
-        timeout=DEFAULT_TIMEOUT,
-        timeout_given=False,
-        paths=(),
-        uris=(),
-        version=None,
-        databricks=DatabricksConfig(
-            submit=False,
-            dry_run=False,
-            cluster_spec=cluster_spec,
-            profile=profile,
-            experiment_id=None,
-            upload_dir=None,
-            timeout=DEFAULT_DATABRICKS_TIMEOUT,
-            max_parallel=DEFAULT_MAX_PARALLEL,
-        ),
-    )
-
 
 CONFIG_KEY = pytest.StashKey[MLprojectConfig]()
 #: The session's Databricks coordinator, once the first Databricks item has started it.
 COORDINATOR_KEY: pytest.StashKey[Coordinator] = pytest.StashKey()
 #: In an xdist worker's ``workerinput``: the controller's ``--dist`` (workers see ``no``).
 DIST_KEY = "mlproject_dist"
+#: In an xdist worker's ``workerinput``: the session id (:func:`session_id`).
+SESSION_KEY = "mlproject_session_id"
+
+
+def session_id(config: pytest.Config) -> str:
+    """One id per test session, shared by xdist workers (the controller hands its own down)."""
+    workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
+    if workerinput is not None and SESSION_KEY in workerinput:
+        return str(workerinput[SESSION_KEY])
+    if not hasattr(config, "_mlproject_session_id"):
+        config._mlproject_session_id = uuid.uuid4().hex  # type: ignore[attr-defined]
+    return str(config._mlproject_session_id)  # type: ignore[attr-defined]
 
 
 def parse_config(config: pytest.Config) -> MLprojectConfig:

@@ -19,9 +19,8 @@ from pytest_mlproject.plugin.nodes import EntryPointItem, MLprojectFailure, repo
 from pytest_mlproject.problems import MLprojectError, Problem
 
 if TYPE_CHECKING:
-    from pytest_mlproject.databricks.clusterspec import ClusterSpec
-    from pytest_mlproject.databricks.session import Coordinator, Job
-    from pytest_mlproject.plugin.nodes import ProjectContext
+    from pytest_mlproject.databricks.job import Job
+    from pytest_mlproject.databricks.session import Coordinator
     from pytest_mlproject.tracking import TrackedRun
 
 #: Lines of the run's log shown in the failure message (the whole log is a report section).
@@ -34,21 +33,6 @@ _FILES_SUBMITTED = pytest.StashKey[set[Path]]()
 
 class _Skip(Exception):
     pass
-
-
-def cluster_spec_for(
-    context: ProjectContext, entry: str, session_spec: ClusterSpec | None
-) -> ClusterSpec | None:
-    """The entry point's spec from pytest-mlproject.yaml, else the project's, else the session's.
-
-    Raises ``MLprojectError`` (``SpecError``) when the settings name a spec that cannot be read.
-    """
-    from pytest_mlproject.databricks.clusterspec import parse
-
-    written = context.settings.cluster_spec(entry)
-    if written is None:
-        return session_spec
-    return parse(written, base=context.settings.directory)
 
 
 def _scrubbed(value: Any, secrets: set[str]) -> Any:
@@ -64,7 +48,7 @@ def _scrubbed(value: Any, secrets: set[str]) -> Any:
 
 def coordinator(config: pytest.Config) -> Coordinator:
     from pytest_mlproject.databricks.session import Coordinator, ledger_path, share
-    from pytest_mlproject.plugin.uriitems import session_id
+    from pytest_mlproject.plugin.config import session_id
 
     existing = config.stash.get(COORDINATOR_KEY, None)
     if existing is not None:
@@ -131,8 +115,9 @@ class DatabricksItem(EntryPointItem):
     def _prepare(self) -> Job:
         from pytest_mlproject.databricks import archive, payload, preflight
         from pytest_mlproject.databricks.workspace import configured_host
+        from pytest_mlproject.descriptor import cluster_spec_for
+        from pytest_mlproject.plugin.config import session_id
         from pytest_mlproject.plugin.localitem import missing_reason, user_values
-        from pytest_mlproject.plugin.uriitems import session_id
 
         options = self.config.stash[CONFIG_KEY].databricks
         project, entry = self.context.project, self.entry_point

@@ -75,7 +75,7 @@ class MLprojectFixture:
         (``--databricks-cluster-spec`` or the project's own), what Databricks would refuse
         is checked too, as for the items.
         """
-        from pytest_mlproject.plugin.nodes import descriptor_problems
+        from pytest_mlproject.descriptor import descriptor_problems
         from pytest_mlproject.spec import Project
 
         if isinstance(project, Project):
@@ -195,7 +195,8 @@ class MLprojectFixture:
             if version is None and ("#" not in text or path.exists()):
                 return path
             uri = str(path)  # a local repository, with #sub or @version
-        from pytest_mlproject.plugin.uriitems import cache_dir, session_id
+        from pytest_mlproject.plugin.config import session_id
+        from pytest_mlproject.plugin.uriitems import cache_dir
         from pytest_mlproject.sources import resolve_source
 
         source = resolve_source(

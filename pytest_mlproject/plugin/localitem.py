@@ -26,7 +26,7 @@ from pytest_mlproject.problems import MLprojectError
 from pytest_mlproject.spec import EntryPoint, Project
 
 if TYPE_CHECKING:
-    from pytest_mlproject.plugin.nodes import ProjectContext
+    from pytest_mlproject.descriptor import ProjectContext
     from pytest_mlproject.settings import Settings
 
 #: Lines of each output stream shown in the failure message; the rest is in report sections.

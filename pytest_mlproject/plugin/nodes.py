@@ -1,4 +1,4 @@
-"""The pytest nodes: one file per descriptor, one collector per entry point, and the items.
+"""The base nodes: what every item of ours shares, and the ``::spec`` / ``::check`` item.
 
 Node ids (users select with them, ``--lf`` replays them)::
 
@@ -6,29 +6,25 @@ Node ids (users select with them, ``--lf`` replays them)::
     path/to/MLproject::<entry>::check    one entry point
     path/to/MLproject::<entry>::run      a local run (--mlproject-run)
 
-Reading and checking happen once per descriptor, in ``collect``; the items only report. A
-descriptor that cannot be read is a failing ``::spec`` item, never a collection error.
+The collectors (:mod:`pytest_mlproject.plugin.collect`) make the items; the item modules
+(``localitem``, ``databricksitem``) subclass :class:`EntryPointItem` from here.
 """
 
 from __future__ import annotations
 
-import functools
-import os
-import traceback
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_mlproject import checks, spec
-from pytest_mlproject.plugin.config import CONFIG_KEY, MLprojectConfig
+from pytest_mlproject import spec
+from pytest_mlproject.options import MLprojectConfig
+from pytest_mlproject.plugin.config import CONFIG_KEY
 from pytest_mlproject.problems import MLprojectWarning, Problem
-from pytest_mlproject.settings import Settings, check_settings, read_settings
 
 if TYPE_CHECKING:
-    from pytest_mlproject.sources import Source
+    from pytest_mlproject.descriptor import ProjectContext
 
 SPEC_ITEM = "spec"
 _ESCAPES = {"%": "%25", ":": "%3A", "[": "%5B", "]": "%5D", "\n": "%0A", "\r": "%0D"}
@@ -79,182 +75,6 @@ def report_problems(item: pytest.Item, problems: Iterable[Problem]) -> None:
     if failing:
         failing.sort(key=lambda p: (str(p.path), p.line, p.code))
         raise MLprojectFailure([p.format(relative_to=item.config.rootpath) for p in failing])
-
-
-@dataclass(frozen=True)
-class ProjectContext:
-    """What every item of one project shares: the project, its settings, where it came from."""
-
-    project: spec.Project
-    settings: Settings
-    #: The URI it was fetched from (``--mlproject-uri``), or ``None`` for a collected file.
-    source: Source | None = None
-
-    @property
-    def commit(self) -> str | None:
-        """The Git commit of the project's files; looked up once, on first use (git is slow)."""
-        if self.source is not None:
-            return self.source.commit
-        return _commit_of(self.project.directory)
-
-
-@functools.cache
-def _commit_of(directory: Path) -> str | None:
-    from pytest_mlproject.sources import git_commit
-
-    return git_commit(directory)
-
-
-class MLprojectFile(pytest.File):
-    """A descriptor. Reads and checks it once; yields ``::spec`` and one node per entry point."""
-
-    def __init__(self, *, source: Source | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.source = source
-
-    def collect(self) -> Iterable[pytest.Item | pytest.Collector]:
-        try:
-            context, problems = descriptor_problems(self.path, _settings(self), self.source)
-        except Exception:
-            # A bug of ours must not abort the session (one collection error hides every
-            # other result), but it must not hide either: the item fails with the traceback.
-            yield ProblemsItem.from_parent(
-                self, name=SPEC_ITEM, problems=(), internal_error=traceback.format_exc()
-            )
-            return
-        names = set(context.project.entry_points) if context is not None else set()
-        whole = tuple(p for p in problems if p.entry_point not in names)
-        yield ProblemsItem.from_parent(self, name=SPEC_ITEM, problems=whole, line=1)
-        if context is None:
-            return
-        for entry in context.project.entry_points.values():
-            yield EntryPointNode.from_parent(
-                self,
-                name=node_name(entry.name),
-                context=context,
-                entry_point=entry,
-                problems=tuple(p for p in problems if p.entry_point == entry.name),
-            )
-
-
-def descriptor_problems(
-    path: Path, config: MLprojectConfig, source: Source | None = None
-) -> tuple[ProjectContext | None, tuple[Problem, ...]]:
-    """The project at ``path`` (``None`` when it cannot be read) and every problem its items
-    report, the ignored rules left out. ``mlproject-check`` reports the same, through this."""
-    project, problems = spec.read(path)
-    context = None
-    if project is not None:
-        settings = read_settings(project.directory)
-        context = ProjectContext(project, settings, source)
-        problems = (
-            *checks.check(project),
-            *settings.problems,
-            *check_settings(settings, project),
-            *_databricks_problems(context, config),
-        )
-    return context, tuple(p for p in problems if p.code not in config.ignore)
-
-
-def _databricks_problems(context: ProjectContext, config: MLprojectConfig) -> list[Problem]:
-    """What Databricks would refuse, whenever a cluster spec is configured: pull requests
-    learn it from plain ``pytest --mlproject``, with no credentials and no request."""
-    project = context.project
-    session_spec = config.databricks.cluster_spec
-    if project.descriptor is None:
-        return []
-    names = [None, *project.entry_points]
-    if session_spec is None and all(context.settings.cluster_spec(n or "") is None for n in names):
-        return []
-    from pytest_mlproject.databricks import preflight
-    from pytest_mlproject.databricks.clusterspec import SpecError
-    from pytest_mlproject.databricks.workspace import configured_host
-    from pytest_mlproject.plugin.databricksitem import cluster_spec_for
-
-    problems: list[Problem] = []
-    seen: set[int] = set()
-    host = configured_host(config.databricks.profile)
-    for entry in project.entry_points.values():
-        try:
-            spec = cluster_spec_for(context, entry.name, session_spec)
-        except SpecError as exc:
-            where = context.settings.path or project.descriptor
-            problems.append(Problem(where, 1, "MLP803", str(exc)))
-            continue
-        if spec is None:
-            continue
-        if id(spec) not in seen:  # a spec shared by entry points is reported once
-            seen.add(id(spec))
-            problems.extend(preflight.project_problems(project, spec, host))
-        problems.extend(preflight.entry_problems(project, entry))
-    return sorted(set(problems), key=lambda p: (str(p.path), p.line, p.code))
-
-
-# pytest marks Dir final for type checkers only; extending its collect() is the one way to
-# add an item for a link that its directory walk skips.
-class DirWithBrokenDescriptor(pytest.Dir):  # type: ignore[misc]
-    """A folder collected as usual, plus its broken ``MLproject`` link as a failing item."""
-
-    def collect(self) -> Iterable[pytest.Item | pytest.Collector]:
-        yield from super().collect()
-        for entry in sorted(os.scandir(self.path), key=lambda e: e.name):
-            if entry.name.lower() == "mlproject" and entry.is_symlink() and not entry.is_file():
-                yield MLprojectFile.from_parent(self, path=Path(entry.path))
-
-
-class MisnamedFile(pytest.File):
-    """``MLproject.yaml`` and friends: MLflow never reads them, which is worth a warning."""
-
-    def collect(self) -> Iterable[pytest.Item]:
-        ignored = "MLP107" in _settings(self).ignore
-        problems = () if ignored else (checks.misnamed_descriptor(self.path),)
-        yield ProblemsItem.from_parent(self, name=SPEC_ITEM, problems=problems, line=1)
-
-
-class EntryPointNode(pytest.Collector):
-    """One entry point: ``check``, and ``run`` with ``--mlproject-run``."""
-
-    def __init__(
-        self,
-        *,
-        context: ProjectContext,
-        entry_point: spec.EntryPoint,
-        problems: tuple[Problem, ...],
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.context = context
-        self.entry_point = entry_point
-        self.problems = problems
-
-    def collect(self) -> Iterable[pytest.Item]:
-        yield ProblemsItem.from_parent(
-            self, name="check", problems=self.problems, line=self.entry_point.line
-        )
-        if _settings(self).run:
-            from pytest_mlproject.plugin.localitem import RunItem
-
-            yield RunItem.from_parent(
-                self,
-                name="run",
-                context=self.context,
-                entry_point=self.entry_point,
-                has_errors=self.has_errors,
-            )
-        if _settings(self).databricks.submit:
-            from pytest_mlproject.plugin.databricksitem import DatabricksItem
-
-            yield DatabricksItem.from_parent(
-                self,
-                name="databricks",
-                context=self.context,
-                entry_point=self.entry_point,
-                has_errors=self.has_errors,
-            )
-
-    @property
-    def has_errors(self) -> bool:
-        return any(p.is_error for p in self.problems)
 
 
 class MLprojectItem(pytest.Item):

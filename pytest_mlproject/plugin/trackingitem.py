@@ -27,9 +27,10 @@ from pytest_mlproject.plugin.nodes import MLprojectFailure
 from pytest_mlproject.spec import EntryPoint
 
 if TYPE_CHECKING:
-    from pytest_mlproject.databricks.session import Coordinator, Job
+    from pytest_mlproject.databricks.job import Job
+    from pytest_mlproject.databricks.session import Coordinator
+    from pytest_mlproject.descriptor import ProjectContext
     from pytest_mlproject.local import RunResult
-    from pytest_mlproject.plugin.nodes import ProjectContext
 
 TRACKER_KEY = pytest.StashKey[tracking.Tracker]()
 #: Databricks run results that mean the run was stopped rather than failed.
@@ -108,7 +109,7 @@ def _one_per_session(
     """
     if "PYTEST_XDIST_WORKER" not in os.environ:
         return create()
-    from pytest_mlproject.plugin.uriitems import session_id
+    from pytest_mlproject.plugin.config import session_id
 
     folder = Path(tempfile.gettempdir()) / f"pytest-mlproject-{os.getuid()}" / "tracking"
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -12,25 +12,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pytest_mlproject.plugin.nodes import SPEC_ITEM, MLprojectFailure, MLprojectFile, MLprojectItem
-
-SESSION_KEY = "mlproject_session_id"
-
-
-def session_id(config: pytest.Config) -> str:
-    """One id per test session, shared by xdist workers (the controller hands its own down)."""
-    workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
-    if workerinput is not None and SESSION_KEY in workerinput:
-        return str(workerinput[SESSION_KEY])
-    if not hasattr(config, "_mlproject_session_id"):
-        config._mlproject_session_id = uuid.uuid4().hex  # type: ignore[attr-defined]
-    return str(config._mlproject_session_id)  # type: ignore[attr-defined]
+from pytest_mlproject.plugin.collect import MLprojectFile
+from pytest_mlproject.plugin.config import session_id
+from pytest_mlproject.plugin.nodes import SPEC_ITEM, MLprojectFailure, MLprojectItem
 
 
 def cache_dir(config: pytest.Config) -> Path:
