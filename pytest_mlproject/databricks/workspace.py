@@ -385,8 +385,10 @@ class Workspace:
         if self._closed:
             raise DatabricksError(f"{what}: the connection to Databricks is closed")
         sent = {"Accept": "application/json", **(headers or {})}
-        if self._config.workspace_id:
-            sent["X-Databricks-Workspace-Id"] = str(self._config.workspace_id)
+        # Config.workspace_id (unified hosts) exists only in newer SDK releases than our floor.
+        workspace_id = getattr(self._config, "workspace_id", None)
+        if workspace_id:
+            sent["X-Databricks-Workspace-Id"] = str(workspace_id)
         try:
             answer = self._api.do(
                 method,
