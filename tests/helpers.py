@@ -10,6 +10,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 # The REST endpoints that our own client (pytest_mlproject/databricks/workspace.py) calls. The
 # SDK also makes requests of its own, which come and go between its releases: the host-metadata
 # probe (/.well-known/databricks-config) and, from databricks-sdk 0.167 on, the Files API's
@@ -29,6 +31,14 @@ def ours(entries: Any) -> list[Any]:
     """The logged requests of the fake workspace to an endpoint in :data:`OUR_ENDPOINTS`, in
     order."""
     return [e for e in entries if OUR_ENDPOINTS.fullmatch(e.path)]
+
+
+#: The suite also runs with the oldest pytest that pyproject.toml allows (.ci/run, the
+#: minimum-versions run); a few checks are about what only pytest 9 does.
+PYTEST_9 = pytest.version_tuple >= (9,)
+needs_pytest_9 = pytest.mark.skipif(
+    not PYTEST_9, reason=f"pytest 9 feature; this is pytest {pytest.__version__}"
+)
 
 
 def git(cwd: Path, *args: str) -> str:

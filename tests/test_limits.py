@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pytest_mlproject import checks, spec
 from pytest_mlproject._yaml import Limits
@@ -71,8 +72,16 @@ def test_deep_nesting(tmp_path: Path) -> None:
 
 
 def test_deeper_than_libyaml_allows_is_still_our_problem(tmp_path: Path) -> None:
-    (tmp_path / "MLproject").write_text("name: " + "[" * 5000 + "]" * 5000 + "\n")
-    assert codes(tmp_path) == ["MLP101"]
+    text = "name: " + "[" * 5000 + "]" * 5000 + "\n"
+    (tmp_path / "MLproject").write_text(text)
+    # The libyaml in PyYAML 6.0.1's wheels has no nesting limit: our own depth limit stops
+    # the reading instead. Either way it is one problem, never a crash.
+    try:
+        yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError:
+        assert codes(tmp_path) == ["MLP101"]
+    else:
+        assert codes(tmp_path) == ["MLP103"]
 
 
 def test_alias_bomb(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from helpers import needs_pytest_9
 
 GOOD = """\
 name: good
@@ -169,6 +170,7 @@ def test_unknown_rule_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result.stderr.fnmatch_lines(["*unknown rule 'MLP999'*docs/rules.md*"])
 
 
+@needs_pytest_9  # [tool.pytest] with native TOML values is new in pytest 9
 def test_pytest9_native_toml_config(pytester: pytest.Pytester) -> None:
     project(pytester, "p", MIXED)
     pytester.makepyprojecttoml(

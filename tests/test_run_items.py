@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import git, junit
+from helpers import PYTEST_9, git, junit
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -147,7 +147,8 @@ def test_a_failing_run_shows_how_it_ended_the_command_and_the_tail(
     section = next(i for i, line in enumerate(lines) if "Captured stdout (full) call" in line)
     assert lines[section + 1 : section + 3] == ["out 01", "out 02"]
     result.stdout.fnmatch_lines(["*Captured stderr (full) call*", "something broke"])
-    result.stdout.fnmatch_lines(["FAILED p/MLproject::main::run - p/MLproject:2: entry point*"])
+    if PYTEST_9:  # before 9, pytest's short summary leaves out a failure given as plain text
+        result.stdout.fnmatch_lines(["FAILED p/MLproject::main::run - p/MLproject:2: entry point*"])
     assert "Traceback" not in result.stdout.str()
     assert "MLprojectFailure" not in result.stdout.str()
 
