@@ -23,10 +23,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", help="the token clients must send (default: a random one)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random fault share")
     parser.add_argument("--user", default="someone@example.com", help="the user name it reports")
+    parser.add_argument(
+        "--task-host",
+        choices=("databricks", "process"),
+        default="databricks",
+        help="how a spark_python_task file runs: as a Databricks driver runs it (exec in a "
+        "Python host, no __file__, SystemExit fails; the default), or as `python FILE`",
+    )
     args = parser.parse_args(argv)
     # `kill` stops it as cleanly as Ctrl-C: runs killed, temporary directory removed.
     signal.signal(signal.SIGTERM, _interrupt)
-    workspace = FakeWorkspace(token=args.token, seed=args.seed, user_name=args.user).start()
+    workspace = FakeWorkspace(
+        token=args.token, seed=args.seed, user_name=args.user, task_host=args.task_host
+    ).start()
     print(f"DATABRICKS_HOST={workspace.host}")
     print(f"DATABRICKS_TOKEN={workspace.token}")
     print(f"# files under {workspace.root}; Ctrl-C stops it", flush=True)

@@ -1,16 +1,25 @@
-"""Executes submitted runs: one thread per run, one process group per task.
+"""Executes submitted runs: one thread per run, one host process per task.
 
-A ``spark_python_task`` runs as ``python <file> <parameters>`` (``sys.executable``) from where the
-file would be on a cluster, so it finds its companion files beside itself. Each task process
-starts its own session, so cancelling or timing out kills everything it started, as tearing
-down a cluster would. Whatever this module cannot execute ends FAILED, never SUCCESS.
+With ``task_host="databricks"`` (the default) a ``spark_python_task`` file runs as a Databricks
+driver runs it (see :mod:`pytest_mlproject.testing.host`): read and ``exec``-ed in a Python host,
+from a folder that is not the file's, without ``__file__``, any ``SystemExit`` a failure. A cancel
+or a timeout interrupts the host alone (SIGINT: ``KeyboardInterrupt`` in the task's code) and
+kills it after a grace period. With ``task_host="process"`` the file runs as ``python <file>
+<parameters>`` from its own folder, and a cancel kills its process group at once.
+
+Either way, every process of the task still alive once the host is gone is a leftover: recorded
+for :meth:`FakeWorkspace.leftovers`, then killed, as tearing down a cluster would. The fake's
+own clean-up must not hide a task that leaks processes. Whatever this module cannot execute
+ends FAILED, never SUCCESS.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -21,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mlproject.testing import model
-from pytest_mlproject.testing.model import Ending, Run, TaskRun
+from pytest_mlproject.testing.model import Ending, Leftover, Run, TaskRun
 from pytest_mlproject.testing.storage import Storage, now_ms
 from pytest_mlproject.testing.validation import LIBRARY_KINDS, ordered_tasks, task_type
 
@@ -31,6 +40,13 @@ _POLL_SECONDS = 0.05
 # A cluster does not inherit the CI's environment (nor its credentials): only these, plus the
 # cluster's spark_env_vars.
 _PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ")
+#: How long a cancelled or timed-out host has between SIGINT and SIGKILL.
+STOP_GRACE_SECONDS = 10.0
+#: Set in each task's environment, so that the task's processes can be found after it, even
+#: those that left its session. Its value is unique to one task run of one fake workspace.
+_MARKER = "FAKE_DATABRICKS_TASK_RUN"
+TASK_HOSTS = ("databricks", "process")
+_HOST = Path(__file__).with_name("host.py")
 _STOPPED = {"CANCELED": model.CANCELED, "TIMEDOUT": model.TIMED_OUT, "SHUTDOWN": model.SHUT_DOWN}
 _REFERENCE = re.compile(r"\{\{\s*([\w.]+)\s*\}\}")
 
@@ -46,6 +62,47 @@ def _has_exited(process: subprocess.Popen[bytes]) -> bool:
 def _kill_group(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
+
+
+def _kill_host(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL to the host alone; returns once it has exited (it is not reaped)."""
+    if not _has_exited(process):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGKILL)
+    while not _has_exited(process):
+        time.sleep(_POLL_SECONDS)
+
+
+def _command_line(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    return ""
+
+
+def _task_processes(marker: bytes, group: int) -> list[int]:
+    """Live processes (not zombies) in process group ``group`` or whose environment holds
+    ``marker``. Without ``/proc`` (macOS), only the group's, through ``ps``."""
+    if not Path("/proc/self/environ").exists():
+        listing = subprocess.run(
+            ["ps", "-A", "-o", "pid=,pgid=,stat="], capture_output=True, text=True, check=False
+        ).stdout
+        rows = [line.split() for line in listing.splitlines()]
+        return [int(r[0]) for r in rows if len(r) == 3 and int(r[1]) == group and "Z" not in r[2]]
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+            if fields[0] == "Z":
+                continue
+            if int(fields[2]) == group or marker in Path(entry.path, "environ").read_bytes().split(
+                b"\0"
+            ):
+                found.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile, or another user's
+    return found
 
 
 def read_log(path: Path | None) -> tuple[str, bool]:
@@ -72,10 +129,20 @@ def _error_from_log(path: Path | None, code: int) -> tuple[str, str | None]:
 class Executor:
     """Runs runs. Every change to a run happens under ``changed``, which it notifies."""
 
-    def __init__(self, storage: Storage, changed: threading.Condition, work_dir: Path) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        changed: threading.Condition,
+        work_dir: Path,
+        task_host: str = "databricks",
+    ) -> None:
+        if task_host not in TASK_HOSTS:
+            raise ValueError(f"task_host must be one of {', '.join(TASK_HOSTS)}: {task_host!r}")
         self._storage = storage
         self._changed = changed
         self._work_dir = work_dir
+        self._task_host = task_host
+        self._nonce = secrets.token_hex(8)
 
     def start(self, run: Run) -> threading.Thread:
         thread = threading.Thread(
@@ -215,12 +282,26 @@ class Executor:
             return model.failure("RESOURCE_NOT_FOUND", f"Python file {python_file} does not exist.")
         parameters = [self._substitute(p, run, task) for p in python_task.get("parameters", [])]
         env = {name: os.environ[name] for name in _PASSED_ENV if name in os.environ}
-        # Unbuffered, so what a task printed before it was killed still reaches its log.
-        env["PYTHONUNBUFFERED"] = "1"
         env.update(task.spec.get("new_cluster", {}).get("spark_env_vars", {}))
+        env[_MARKER] = self._marker(task)
+        # The driver's own folder: the file's folder only from DBR 14 on.
         cwd = self._work_dir / "driver" / str(task.run_id)
         cwd.mkdir(parents=True)
-        return [sys.executable, str(local), *parameters], env, cwd
+        task.log_path = self._work_dir / "logs" / f"{task.run_id}.log"
+        task.log_path.parent.mkdir(exist_ok=True)
+        if self._task_host == "process":
+            # Unbuffered, so what a task printed before it was killed still reaches its log.
+            env["PYTHONUNBUFFERED"] = "1"
+            return [sys.executable, str(local), *parameters], env, cwd
+        result = self._result_path(task)
+        argv = [sys.executable, str(_HOST), str(result), str(task.log_path), str(local)]
+        return [*argv, *parameters], env, cwd
+
+    def _marker(self, task: TaskRun) -> str:
+        return f"{self._nonce}-{task.run_id}"
+
+    def _result_path(self, task: TaskRun) -> Path:
+        return self._work_dir / "logs" / f"{task.run_id}.result.json"
 
     @staticmethod
     def _substitute(text: str, run: Run, task: TaskRun) -> str:
@@ -245,15 +326,18 @@ class Executor:
         deadline: float | None,
     ) -> Ending:
         argv, env, cwd = prepared
-        task.log_path = self._work_dir / "logs" / f"{task.run_id}.log"
-        task.log_path.parent.mkdir(exist_ok=True)
-        with task.log_path.open("wb") as log:
+        assert task.log_path is not None
+        hosted = self._task_host == "databricks"
+        output = task.log_path.with_suffix(".host") if hosted else task.log_path
+        # A host writes the task's output to the log itself; its own descriptors are for its
+        # own failures only.
+        with output.open("wb") as out:
             process = subprocess.Popen(
                 argv,
                 cwd=cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
-                stdout=log,
+                stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
@@ -262,27 +346,83 @@ class Executor:
             task.life_cycle = run.life_cycle = "RUNNING"
             task.running_at = now_ms()
             self._changed.notify_all()
-        reason = None
+        reason = self._watch(run, process, deadline)
+        with self._changed:
+            task.life_cycle = run.life_cycle = "TERMINATING"
+            task.terminating_at = now_ms()
+        if reason and hosted and reason != "SHUTDOWN":
+            self._interrupt(process)
+        elif reason:
+            _kill_host(process)
+        # Whatever the task left running dies with it, as it would with its cluster; first it
+        # is recorded, so that a test can see what a task leaked.
+        self._kill_leftovers(task, process.pid)
+        code = process.wait()
+        with self._changed:
+            task.pid = None
+        if reason:
+            return _STOPPED[reason]
+        if not hosted:
+            if code == 0:
+                return model.SUCCESS
+            task.error, task.error_trace = _error_from_log(task.log_path, code)
+            return model.WORKLOAD_FAILED
+        return self._hosted_ending(task, code, output)
+
+    def _watch(
+        self, run: Run, process: subprocess.Popen[bytes], deadline: float | None
+    ) -> str | None:
+        """Wait for the host to exit (without reaping it) or to be told to stop; why it must."""
         while not _has_exited(process):
             with self._changed:
                 reason = self._stop_reason(run, deadline)
                 if reason is None:
                     self._changed.wait(_POLL_SECONDS)
             if reason:
-                break
-        with self._changed:
-            task.life_cycle = run.life_cycle = "TERMINATING"
-            task.terminating_at = now_ms()
-        # Whatever the task left running dies with it, as it would with its cluster.
-        _kill_group(process.pid)
-        code = process.wait()
-        with self._changed:
-            task.pid = None
-        if reason:
-            return _STOPPED[reason]
-        if code == 0:
+                return reason
+        return None
+
+    @staticmethod
+    def _interrupt(process: subprocess.Popen[bytes]) -> None:
+        """Stop a host as a cancel does: SIGINT to it alone (``KeyboardInterrupt`` in the
+        task's code), then SIGKILL to it alone after a grace period."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGINT)
+        give_up = time.monotonic() + STOP_GRACE_SECONDS
+        while not _has_exited(process) and time.monotonic() < give_up:
+            time.sleep(_POLL_SECONDS)
+        _kill_host(process)
+
+    def _kill_leftovers(self, task: TaskRun, host: int) -> None:
+        """Record and kill the task's processes still alive, ``host`` (unreaped) aside: the
+        group's, and any that carries the task's marker in its environment."""
+        marker = f"{_MARKER}={self._marker(task)}".encode()
+        for _ in range(10):  # a leftover may fork while it is being killed
+            found = [pid for pid in _task_processes(marker, host) if pid != host]
+            if not found:
+                return
+            with self._changed:
+                known = {leftover.pid for leftover in task.leftovers}
+                task.leftovers += [Leftover(p, _command_line(p)) for p in found if p not in known]
+            for pid in found:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            _kill_group(host)
+            time.sleep(_POLL_SECONDS)
+
+    def _hosted_ending(self, task: TaskRun, code: int, host_output: Path) -> Ending:
+        try:
+            result = json.loads(self._result_path(task).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            # The host died: killed, or the task's code ended the process itself.
+            said = host_output.read_text(errors="replace").strip() if host_output.exists() else ""
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            task.error = f"The Python process {how} while running the task"
+            task.error_trace = said or None
+            return model.WORKLOAD_FAILED
+        if result.get("error") is None:
             return model.SUCCESS
-        task.error, task.error_trace = _error_from_log(task.log_path, code)
+        task.error, task.error_trace = result["error"], result.get("error_trace")
         return model.WORKLOAD_FAILED
 
     def _end_task(self, task: TaskRun, ending: Ending) -> None:

@@ -8,7 +8,7 @@ deprecated but what the SDK's own waiter reads) and ``status`` (``state`` plus
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,15 @@ UPSTREAM_CANCELED = Ending(
 )
 
 
+@dataclass(frozen=True)
+class Leftover:
+    """A process of a task run still alive after the task ended, which the fake then killed."""
+
+    pid: int
+    #: Its command line, as far as the system tells (empty when it does not).
+    command: str
+
+
 def failure(code: str, message: str) -> Ending:
     return Ending("TERMINATED", "FAILED", code, "CLIENT_ERROR", message)
 
@@ -83,6 +92,7 @@ class TaskRun:
     log_path: Path | None = None
     error: str | None = None
     error_trace: str | None = None
+    leftovers: list[Leftover] = field(default_factory=list)
 
     @property
     def key(self) -> str:

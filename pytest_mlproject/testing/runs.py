@@ -11,7 +11,14 @@ from typing import Any
 from pytest_mlproject.testing.errors import ApiError, invalid
 from pytest_mlproject.testing.executor import Executor, read_log
 from pytest_mlproject.testing.faults import Faults
-from pytest_mlproject.testing.model import Run, Site, TaskRun, render_run, render_task_as_run
+from pytest_mlproject.testing.model import (
+    Leftover,
+    Run,
+    Site,
+    TaskRun,
+    render_run,
+    render_task_as_run,
+)
 from pytest_mlproject.testing.storage import Storage, now_ms
 from pytest_mlproject.testing.validation import validate_submit
 
@@ -38,11 +45,18 @@ def _flag(query: dict[str, str], name: str) -> bool:
 class Runs:
     """Every one-time run of one fake workspace, thread-safe."""
 
-    def __init__(self, storage: Storage, faults: Faults, work_dir: Path, site: Site) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        faults: Faults,
+        work_dir: Path,
+        site: Site,
+        task_host: str = "databricks",
+    ) -> None:
         self._faults = faults
         self._site = site
         self._changed = threading.Condition()
-        self._executor = Executor(storage, self._changed, work_dir)
+        self._executor = Executor(storage, self._changed, work_dir, task_host)
         self._runs: dict[int, Run] = {}
         self._task_runs: dict[int, tuple[Run, TaskRun]] = {}
         self._tokens: dict[str, int] = {}
@@ -199,6 +213,22 @@ class Runs:
     def active(self) -> list[int]:
         with self._changed:
             return [r.run_id for r in self._runs.values() if not r.terminal]
+
+    def leftovers(self, run_id: int) -> list[Leftover]:
+        """What the run's tasks (or the task run ``run_id``) left running; raises ``KeyError``
+        for an unknown id."""
+        with self._changed:
+            if run_id in self._runs:
+                return [left for task in self._runs[run_id].tasks for left in task.leftovers]
+            return list(self._task_runs[run_id][1].leftovers)
+
+    def log_so_far(self, run_id: int) -> str:
+        """Everything the task run ``run_id`` has printed yet (not cut to 5 MB)."""
+        with self._changed:
+            path = self._task_runs[run_id][1].log_path
+        if path is None or not path.exists():
+            return ""
+        return path.read_bytes().decode("utf-8", errors="replace")
 
     def ids(self) -> list[int]:
         with self._changed:

@@ -21,13 +21,13 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pytest_mlproject.testing.api import Api, Request, Response, error_response, json_response
 from pytest_mlproject.testing.errors import ApiError
 from pytest_mlproject.testing.faults import Fault, Faults
-from pytest_mlproject.testing.model import Site
+from pytest_mlproject.testing.model import Leftover, Site
 from pytest_mlproject.testing.requestlog import RequestLog
 from pytest_mlproject.testing.runs import Runs
 from pytest_mlproject.testing.storage import Storage
@@ -212,7 +212,12 @@ class FakeWorkspace:
 
     Attributes: ``host``, ``token``, ``faults`` (:class:`Faults`), ``log`` (:class:`RequestLog`),
     ``root`` (the temporary directory mirroring ``/Workspace``, ``/Volumes`` and ``/dbfs``),
-    ``user_name`` and ``workspace_id``.
+    ``user_name``, ``workspace_id`` and ``task_host``.
+
+    ``task_host`` says how a ``spark_python_task`` file runs: ``"databricks"`` (the default) as
+    a Databricks driver runs it, ``exec``-ed in a Python host, without ``__file__``, any
+    ``SystemExit`` a failure, a cancel an interrupt; ``"process"`` as ``python FILE``, the
+    fake's earlier way. See "How runs run" in docs/fixtures.md.
     """
 
     def __init__(
@@ -222,7 +227,11 @@ class FakeWorkspace:
         seed: int = 0,
         user_name: str = "someone@example.com",
         workspace_id: int = 1234567890123456,
+        task_host: Literal["databricks", "process"] = "databricks",
     ) -> None:
+        if task_host not in ("databricks", "process"):
+            raise ValueError(f"task_host must be 'databricks' or 'process', not {task_host!r}")
+        self.task_host = task_host
         self.token = token or "dapi" + secrets.token_hex(16)
         self.faults = Faults(seed)
         self.log = RequestLog((self.token,))
@@ -253,7 +262,7 @@ class FakeWorkspace:
             storage = Storage(root, f"/Users/{self.user_name}")
             server = self._server = _Server(self)
             site = Site(self.host, self.workspace_id, self.user_name)
-            runs = Runs(storage, self.faults, root, site)
+            runs = Runs(storage, self.faults, root, site, self.task_host)
             server.api = Api(storage, runs, self.user_name, self.workspace_id)
         except BaseException:
             self._server = None
@@ -310,6 +319,23 @@ class FakeWorkspace:
         while self.active_runs() and time.monotonic() < deadline:
             time.sleep(0.05)
         return self.active_runs()
+
+    def leftovers(self, run_id: int) -> list[Leftover]:
+        """The processes of run ``run_id`` (a run or a task run) that were still alive when its
+        task ended, or when a cancel or timeout had stopped its host: the fake killed them, as
+        tearing down the cluster would, but a task should not leave any. Read from the
+        workspace's own state; ``KeyError`` for a run it never had. A cancelled run ends a
+        moment after ``runs/cancel`` answers: wait for its end (``wait_idle()``) first."""
+        if self._runs is None:
+            raise KeyError(run_id)
+        return self._runs.leftovers(run_id)
+
+    def log_so_far(self, task_run_id: int) -> str:
+        """What task run ``task_run_id`` has printed so far, whole, while it runs or after:
+        ``runs/get-output`` only answers once it ended, and with the last 5 MB."""
+        if self._runs is None:
+            raise RuntimeError("The fake workspace is not started")
+        return self._runs.log_so_far(task_run_id)
 
     def run_ids(self) -> list[int]:
         """Ids of every run submitted, ended or not, read from the workspace's own state: no

@@ -38,7 +38,8 @@ def test_success_runs_the_file_with_parameters_env_and_companion_files(
         "main.py",
         """
         import os, sys
-        here = os.path.dirname(__file__)
+        # Databricks defines no __file__ for a task file: its path is sys.argv[0].
+        here = os.path.dirname(sys.argv[0])
         print("args", sys.argv[1:])
         print("FOO", os.environ.get("FOO"), "CI_SECRET", os.environ.get("CI_SECRET"))
         print(open(os.path.join(here, "data.txt")).read())
@@ -111,13 +112,96 @@ def test_failure_reports_the_error_its_trace_and_the_logs(harness: Harness) -> N
     assert (output.logs or "").startswith("before\n")
 
 
-def test_an_exit_code_without_traceback_is_a_failure_too(harness: Harness) -> None:
-    run = harness.run(harness.task(harness.put_script("exit.py", "raise SystemExit(3)")))
+@pytest.mark.parametrize(
+    ("source", "error"),
+    [
+        ("raise SystemExit(3)", "SystemExit: 3"),
+        ("import sys\nprint('done')\nsys.exit(0)", "SystemExit: 0"),
+        ("import sys; sys.exit('no data')", "SystemExit: no data"),
+    ],
+    ids=["code 3", "code 0", "message"],
+)
+def test_any_system_exit_fails_the_task_as_on_databricks(
+    harness: Harness, source: str, error: str
+) -> None:
+    run = harness.run(harness.task(harness.put_script("exit.py", source)))
 
     assert harness.result(run) == "FAILED"
     output = harness.client.jobs.get_run_output(harness.task_id(run))
-    assert output.error == "The Python process exited with code 3"
+    assert output.error == error
     assert output.error_trace is None
+
+
+def test_a_task_file_has_no_dunder_file(harness: Harness) -> None:
+    source = "import os\nprint(os.path.dirname(__file__))\n"
+    run = harness.run(harness.task(harness.put_script("here.py", source)))
+
+    assert harness.result(run) == "FAILED"
+    output = harness.client.jobs.get_run_output(harness.task_id(run))
+    assert output.error == "NameError: name '__file__' is not defined"
+    assert 'here.py", line 2, in <module>' in (output.error_trace or "")
+
+
+def test_the_task_runs_as_main_in_the_driver_folder_and_only_python_output_is_logged(
+    harness: Harness, tmp_path: Path
+) -> None:
+    marks = tmp_path / "marks"
+    script = harness.put_script(
+        "hosted.py",
+        """
+        import atexit, os, subprocess, sys
+        atexit.register(lambda: open(sys.argv[1], "a").write("atexit ran\\n"))
+        print("name", __name__)
+        print("folder is the file's", os.getcwd() == os.path.dirname(sys.argv[0]))
+        print("to stderr", file=sys.stderr)
+        os.write(1, b"fd 1 directly\\n")
+        subprocess.run([sys.executable, "-c", "print('a child on the inherited fd 1')"])
+        piped = subprocess.run(
+            [sys.executable, "-c", "print('a piped child')"], capture_output=True, text=True
+        )
+        print(piped.stdout, end="")
+        try:
+            subprocess.run(["true"], stdout=sys.stdout)
+        except Exception as exc:
+            print("no fileno:", type(exc).__name__)
+        """,
+    )
+    run = harness.run(harness.task(script, parameters=[str(marks)]))
+
+    assert harness.result(run) == "SUCCESS"
+    logs = harness.client.jobs.get_run_output(harness.task_id(run)).logs
+    assert logs == (
+        "name __main__\nfolder is the file's False\nto stderr\na piped child\n"
+        "no fileno: UnsupportedOperation\n"
+    )
+    assert not marks.exists()
+
+
+def test_with_task_host_process_the_file_runs_as_a_plain_python_process(
+    tmp_path: Path,
+) -> None:
+    from workspace_helpers import Harness
+
+    from pytest_mlproject.testing import FakeWorkspace
+
+    source = "import os, sys\nprint(os.path.basename(__file__))\nos.write(1, b'fd 1\\n')\n"
+    with FakeWorkspace(task_host="process") as workspace:
+        harness = Harness(workspace)
+        ok = harness.run(harness.task(harness.put_script("plain.py", source)))
+        failed = harness.run(harness.task(harness.put_script("exit.py", "raise SystemExit(3)")))
+        zero = harness.run(harness.task(harness.put_script("zero.py", "import sys; sys.exit(0)")))
+
+        assert harness.client.jobs.get_run_output(harness.task_id(ok)).logs == "plain.py\nfd 1\n"
+        output = harness.client.jobs.get_run_output(harness.task_id(failed))
+        assert output.error == "The Python process exited with code 3"
+        assert harness.result(zero) == "SUCCESS"
+
+
+def test_task_host_must_be_one_the_fake_knows() -> None:
+    from pytest_mlproject.testing import FakeWorkspace
+
+    with pytest.raises(ValueError, match="task_host must be 'databricks' or 'process'"):
+        FakeWorkspace(task_host="ipython")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("where", ["task", "run"])
@@ -137,7 +221,9 @@ def test_timeout_seconds_ends_the_run_timedout(harness: Harness, where: str) -> 
     assert run.tasks[0].state.result_state.value == "TIMEDOUT"
 
 
-def test_cancel_kills_the_task_and_what_it_started(harness: Harness, tmp_path: Path) -> None:
+def test_cancel_interrupts_the_task_and_reports_what_it_left_running(
+    harness: Harness, tmp_path: Path
+) -> None:
     pids = tmp_path / "pids"
     script = harness.put_script(
         "forks.py",
@@ -147,7 +233,11 @@ def test_cancel_kills_the_task_and_what_it_started(harness: Harness, tmp_path: P
         with open(sys.argv[1] + ".tmp", "w") as out:
             out.write(f"{os.getpid()} {child.pid}")
         os.rename(sys.argv[1] + ".tmp", sys.argv[1])
-        time.sleep(60)
+        try:
+            time.sleep(60)
+        except KeyboardInterrupt:
+            open(sys.argv[1] + ".interrupted", "w").close()
+            raise
         """,
     )
     run_id = harness.submit(harness.task(script, parameters=[str(pids)]))
@@ -160,9 +250,44 @@ def test_cancel_kills_the_task_and_what_it_started(harness: Harness, tmp_path: P
 
     assert harness.result(run) == "CANCELED"
     assert harness.termination(run)[0] == "USER_CANCELED"
+    assert Path(f"{pids}.interrupted").exists()
     task_pid, child_pid = (int(p) for p in pids.read_text().split())
+    # The task did not stop its child: the fake says so, and kills it.
+    leftovers = harness.workspace.leftovers(run_id)
+    assert [left.pid for left in leftovers] == [child_pid]
+    assert "time.sleep(60)" in leftovers[0].command
+    assert harness.workspace.leftovers(harness.task_id(run)) == leftovers
     harness.until(lambda: _gone(task_pid) and _gone(child_pid))
     assert harness.workspace.active_runs() == []
+
+
+def test_a_task_that_ignores_the_interrupt_is_killed_after_the_grace(
+    harness: Harness, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "pid"
+    script = harness.put_script(
+        "stubborn.py",
+        """
+        import os, signal, sys, time
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        open(sys.argv[1], "w").write(str(os.getpid()))
+        time.sleep(60)
+        """,
+    )
+    run_id = harness.submit(harness.task(script, parameters=[str(pid_file)]))
+    harness.until(lambda: pid_file.exists() and pid_file.read_text() != "")
+
+    harness.client.jobs.cancel_run(run_id)
+    run = harness.wait_for_end(run_id)
+
+    assert harness.result(run) == "CANCELED"
+    assert _gone(int(pid_file.read_text()))
+    assert harness.workspace.leftovers(run_id) == []
+
+
+def test_leftovers_of_an_unknown_run_is_an_error(harness: Harness) -> None:
+    with pytest.raises(KeyError):
+        harness.workspace.leftovers(424242)
 
 
 def test_cancel_while_pending_never_starts_the_task(harness: Harness) -> None:
@@ -347,7 +472,9 @@ def test_logs_keep_the_last_5_mb(harness: Harness) -> None:
 
 def test_files_in_volumes_and_dbfs_run_beside_their_companions(harness: Harness) -> None:
     client = harness.client
-    source = b"import os\nprint(open(os.path.join(os.path.dirname(__file__), 'c.txt')).read())\n"
+    source = (
+        b"import os, sys\nprint(open(os.path.join(os.path.dirname(sys.argv[0]), 'c.txt')).read())\n"
+    )
     client.files.upload("/Volumes/main/default/code/job/run.py", io.BytesIO(source))
     client.files.upload("/Volumes/main/default/code/job/c.txt", io.BytesIO(b"from a volume"))
     with client.dbfs.open("dbfs:/jobs/run.py", write=True) as out:
