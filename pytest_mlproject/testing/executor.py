@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mlproject.testing import model
+from pytest_mlproject.testing.errors import ApiError
 from pytest_mlproject.testing.model import Ending, Leftover, Run, TaskRun
 from pytest_mlproject.testing.storage import Storage, now_ms
 from pytest_mlproject.testing.validation import LIBRARY_KINDS, ordered_tasks, task_type
@@ -46,6 +47,7 @@ STOP_GRACE_SECONDS = 10.0
 #: those that left its session. Its value is unique to one task run of one fake workspace.
 _MARKER = "FAKE_DATABRICKS_TASK_RUN"
 TASK_HOSTS = ("databricks", "process")
+_CLUSTER_PATHS = ("/Workspace/", "/Volumes/", "/dbfs/", "dbfs:/")
 _HOST = Path(__file__).with_name("host.py")
 _STOPPED = {"CANCELED": model.CANCELED, "TIMEDOUT": model.TIMED_OUT, "SHUTDOWN": model.SHUT_DOWN}
 _REFERENCE = re.compile(r"\{\{\s*([\w.]+)\s*\}\}")
@@ -280,7 +282,10 @@ class Executor:
             )
         if local is None or not local.is_file():
             return model.failure("RESOURCE_NOT_FOUND", f"Python file {python_file} does not exist.")
-        parameters = [self._substitute(p, run, task) for p in python_task.get("parameters", [])]
+        parameters = [
+            self._on_cluster(self._substitute(p, run, task))
+            for p in python_task.get("parameters", [])
+        ]
         env = {name: os.environ[name] for name in _PASSED_ENV if name in os.environ}
         env.update(task.spec.get("new_cluster", {}).get("spark_env_vars", {}))
         env[_MARKER] = self._marker(task)
@@ -302,6 +307,20 @@ class Executor:
 
     def _result_path(self, task: TaskRun) -> Path:
         return self._work_dir / "logs" / f"{task.run_id}.result.json"
+
+    def _on_cluster(self, parameter: str) -> str:
+        """A parameter that names a stored file as a cluster sees it (``/Workspace/...``,
+        ``/Volumes/...``, ``/dbfs/...``, ``dbfs:/...``) names it where the fake keeps it: on a
+        cluster these are plain files, and a task reads them by their absolute paths."""
+        if not parameter.startswith(_CLUSTER_PATHS):
+            return parameter
+        if parameter.startswith("/dbfs/"):
+            parameter = "dbfs:" + parameter[len("/dbfs") :]
+        try:
+            local = self._storage.local_path(parameter)
+        except ApiError:  # "..", and such: no file of the workspace
+            return parameter
+        return parameter if local is None else str(local)
 
     @staticmethod
     def _substitute(text: str, run: Run, task: TaskRun) -> str:

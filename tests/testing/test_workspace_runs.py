@@ -490,6 +490,22 @@ def test_files_in_volumes_and_dbfs_run_beside_their_companions(harness: Harness)
         assert client.jobs.get_run_output(harness.task_id(run)).logs == expected
 
 
+def test_parameters_naming_stored_files_reach_them(harness: Harness) -> None:
+    client = harness.client
+    client.files.upload("/Volumes/main/default/code/v.txt", io.BytesIO(b"in a volume"))
+    with client.dbfs.open("dbfs:/jobs/d.txt", write=True) as out:
+        out.write(b"in dbfs")
+    workspace_file = harness.put_script("w.txt", "in the workspace")
+    source = "import sys\nfor path in sys.argv[1:]:\n    print(open(path).read())\n"
+    parameters = [workspace_file, "/Volumes/main/default/code/v.txt", "/dbfs/jobs/d.txt"]
+
+    run = harness.run(harness.task(harness.put_script("read.py", source), parameters=parameters))
+
+    assert harness.result(run) == "SUCCESS"
+    logs = harness.client.jobs.get_run_output(harness.task_id(run)).logs
+    assert logs == "in the workspace\nin a volume\nin dbfs\n"
+
+
 def test_jobs_2_1_paths_are_served_too(harness: Harness) -> None:
     api = harness.client.api_client
     task = harness.task(harness.put_script("v21.py", "print(21)"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.client
 import io
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -287,6 +289,57 @@ def test_python_m_serves_until_interrupted(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@pytest.mark.parametrize(("flag", "result"), [("process", "SUCCESS"), ("databricks", "FAILED")])
+def test_python_m_task_host_says_how_task_files_run(tmp_path: Path, flag: str, result: str) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pytest_mlproject.testing", "--token", "t", "--task-host", flag],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    try:
+        assert process.stdout is not None
+        host = process.stdout.readline().strip().removeprefix("DATABRICKS_HOST=")
+        from databricks.sdk import WorkspaceClient
+        from databricks.sdk.config import Config
+
+        config = Config(host=host, token="t", auth_type="pat", retry_timeout_seconds=5)
+        api = WorkspaceClient(config=config).api_client
+        content = base64.b64encode(b"print(__file__)").decode()
+        api.do(
+            "POST",
+            "/api/2.0/workspace/import",
+            body={"path": "/f.py", "content": content, "format": "RAW"},
+        )
+        task = {
+            "task_key": "t",
+            "new_cluster": {"spark_version": "15.4.x-scala2.12"},
+            "spark_python_task": {"python_file": "/Workspace/f.py"},
+        }
+        run_id = api.do("POST", "/api/2.2/jobs/runs/submit", body={"tasks": [task]})["run_id"]
+        deadline = time.monotonic() + 30
+        while "result_state" not in (
+            state := api.do("GET", "/api/2.2/jobs/runs/get", query={"run_id": run_id})["state"]
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert state["result_state"] == result
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=20)
+
+
+def test_python_m_refuses_an_unknown_task_host() -> None:
+    refused = subprocess.run(
+        [sys.executable, "-m", "pytest_mlproject.testing", "--task-host", "ipython"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert refused.returncode == 2
+    assert "invalid choice: 'ipython'" in refused.stderr
 
 
 def test_imports_stay_light() -> None:
