@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import tarfile
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pytest_mlproject.databricks import archive, clusterspec, launcher
+from pytest_mlproject.databricks.runstate import RunOutput, launcher_silence
 
 SPEC = {"spark_version": "15.4.x-scala2.12", "node_type_id": "Standard_DS3_v2", "num_workers": 1}
 
@@ -145,29 +151,45 @@ def test_archive_honours_gitignore(tmp_path: Path) -> None:
     assert archive.pack(root).files == (".gitignore", "MLproject", "run.sh", "src/train.py")
 
 
+def launch(
+    script: Path | str, archive_path: str, command: str, **options: Any
+) -> subprocess.CompletedProcess[str]:
+    """The launcher run as a plain Python process, with the parameters a payload gives it."""
+    parameters = launcher.arguments(archive=archive_path, entry="main", command=command)
+    return subprocess.run(
+        [sys.executable, str(script), *parameters],
+        capture_output=True,
+        text=True,
+        check=False,
+        **options,
+    )
+
+
 def test_launcher_runs_the_command_in_a_fresh_folder(tmp_path: Path) -> None:
     packed = archive.pack(project(tmp_path))
     stored = tmp_path / packed.name
     stored.write_bytes(packed.data)
-    script = Path(launcher.__file__)
     command = "python src/train.py && ./run.sh && pwd && printf '%s\\n' 'a b'"
-    result = subprocess.run(
-        [sys.executable, str(script), str(stored), command],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = launch(launcher.__file__, str(stored), command)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
+    assert lines[0].startswith("launcher: entry point 'main': running in ")
     assert lines[1:3] == ["trained", "run"]
     workdir = Path(lines[3])
     assert workdir.name.startswith("mlproject-")
     assert not workdir.exists()
-    assert lines[4] == "a b"
-    failed = subprocess.run(
-        [sys.executable, str(script), str(stored), "exit 7"], capture_output=True, check=False
+    assert lines[4:] == ["a b", "launcher: entry point 'main': finished"]
+
+
+def test_launcher_raises_naming_the_entry_point_and_the_exit_code(tmp_path: Path) -> None:
+    packed = archive.pack(project(tmp_path))
+    (tmp_path / packed.name).write_bytes(packed.data)
+    failed = launch(launcher.__file__, str(tmp_path / packed.name), "echo said; exit 7")
+    assert failed.returncode == 1  # Python's own code for an uncaught exception
+    assert "said\n" in failed.stdout
+    assert failed.stderr.strip().splitlines()[-1] == (
+        "LauncherError: entry point 'main' failed: its command exited with code 7"
     )
-    assert failed.returncode == 7
 
 
 def test_launcher_refuses_archives_that_leave_their_folder(tmp_path: Path) -> None:
@@ -176,11 +198,9 @@ def test_launcher_refuses_archives_that_leave_their_folder(tmp_path: Path) -> No
         entry = tarfile.TarInfo("../escaped.txt")
         entry.size = 1
         tar.addfile(entry, io.BytesIO(b"x"))
-    result = subprocess.run(
-        [sys.executable, launcher.__file__, str(evil), "true"], capture_output=True, check=False
-    )
+    result = launch(launcher.__file__, str(evil), "true")
     assert result.returncode != 0
-    assert b"refusing archive member '../escaped.txt'" in result.stderr
+    assert "refusing archive member '../escaped.txt'" in result.stderr
     assert not (tmp_path / "escaped.txt").exists()
 
 
@@ -189,20 +209,54 @@ def test_launcher_maps_dbfs_paths() -> None:
     assert launcher.local_path("/Volumes/c/s/v/a.tar.gz") == Path("/Volumes/c/s/v/a.tar.gz")
 
 
-def test_launcher_finds_a_bare_archive_name_beside_itself(tmp_path: Path) -> None:
+def test_launcher_finds_a_bare_archive_name_beside_its_argv0(tmp_path: Path) -> None:
     packed = archive.pack(project(tmp_path))
     (tmp_path / packed.name).write_bytes(packed.data)
     script = tmp_path / "launcher.py"
     script.write_bytes(Path(launcher.__file__).read_bytes())
-    result = subprocess.run(
-        [sys.executable, str(script), packed.name, "python src/train.py"],
-        capture_output=True,
-        text=True,
-        cwd="/",
-        check=False,
-    )
+    result = launch(script, packed.name, "python src/train.py", cwd="/")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-1] == "trained"
+    assert result.stdout.splitlines()[-2] == "trained"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "usage: --archive ABS_PATH --entry NAME"),
+        (["--archive", "/a.tar.gz", "--", "true"], "usage:"),
+        (["--archive", "/a.tar.gz", "--entry", "main", "true"], "unexpected 'true'"),
+        (["--archive", "/a", "--entry", "m", "--env", "NOEQUALS", "--", "x"], "NAME=VALUE"),
+        (["--archive", "/a", "--entry", "m", "--", "x", "y"], "usage:"),
+    ],
+)
+def test_launcher_arguments_that_do_not_fit_say_the_usage(argv: list[str], message: str) -> None:
+    with pytest.raises(launcher.LauncherError, match=message):
+        launcher.parse(argv)
+
+
+def test_launcher_arguments_read_back_what_the_payload_wrote() -> None:
+    written = launcher.arguments(
+        archive="/Workspace/a b.tar.gz", entry="main", command="-- --x", env={"A": "1=2", "B": ""}
+    )
+    assert launcher.parse(written) == launcher.Arguments(
+        "/Workspace/a b.tar.gz", "main", {"A": "1=2", "B": ""}, "-- --x"
+    )
+
+
+def test_launcher_is_python_3_8_syntax() -> None:
+    # It runs on whatever Python a cluster has, and promises 3.8 and later: the grammar is
+    # checked here, and that it imports the standard library only.
+    source = Path(launcher.__file__).read_text()
+    ast.parse(source, feature_version=(3, 8))
+    imported = {
+        name.split(".")[0]
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for name in (
+            [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+        )
+    }
+    assert imported <= sys.stdlib_module_names
 
 
 @pytest.mark.parametrize(("timeout", "seconds"), [(0.4, 1), (2, 2), (2.5, 3), (7200, 7200)])
@@ -211,3 +265,83 @@ def test_run_timeouts_are_whole_seconds_never_zero(timeout: float, seconds: int)
 
     # 0 would mean "no time limit" to Databricks.
     assert payload.timeout_seconds(timeout) == seconds
+
+
+def test_launcher_runs_outside_the_main_thread(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A host may run the file in a thread, where Python refuses signal handlers.
+    packed = archive.pack(project(tmp_path))
+    (tmp_path / packed.name).write_bytes(packed.data)
+    argv = [
+        "launcher.py",
+        *launcher.arguments(
+            archive=str(tmp_path / packed.name), entry="main", command="python src/train.py"
+        ),
+    ]
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            launcher.main(argv)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(60)
+
+    assert errors == []
+    assert "trained\n" in capsys.readouterr().out
+
+
+def test_sigterm_stops_the_launcher_and_its_whole_command(tmp_path: Path) -> None:
+    root = project(tmp_path)
+    (root / "sleep.sh").write_text('sleep 120 &\necho $$ $! > "$1"\nwait\n')
+    packed = archive.pack(root)
+    (tmp_path / packed.name).write_bytes(packed.data)
+    pids = tmp_path / "pids"
+    parameters = launcher.arguments(
+        archive=str(tmp_path / packed.name), entry="main", command=f"bash sleep.sh {pids}"
+    )
+    process = subprocess.Popen(
+        [sys.executable, launcher.__file__, *parameters],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not (pids.exists() and pids.read_text().strip()):
+        assert time.monotonic() < deadline
+        assert process.poll() is None
+        time.sleep(0.02)
+
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+
+    assert process.returncode != 0
+    assert "KeyboardInterrupt: launcher: stopped by signal 15" in stderr
+    for pid in (int(p) for p in pids.read_text().split()):
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def _output(logs: str, truncated: bool = False) -> RunOutput:
+    return RunOutput(logs=logs, logs_truncated=truncated, error=None, error_trace=None)
+
+
+def test_a_success_without_the_launchers_start_line_is_no_success() -> None:
+    started = "launcher: entry point 'main': running in /tmp/x: python a.py\nok\n"
+    finished = "x" * 10 + "\nlauncher: entry point 'main': finished\n"
+
+    assert launcher_silence(_output(started), "main") is None
+    assert launcher_silence(_output(finished, truncated=True), "main") is None
+    assert launcher_silence(None, "main") is None  # the log could not be read
+    for silent in (_output(""), _output(finished), _output(started), _output("ok\n", True)):
+        entry = "other" if silent.logs == started else "main"
+        reason = launcher_silence(silent, entry)
+        assert reason is not None
+        assert reason.startswith(
+            f"the run ended SUCCESS, but its log lacks the launcher's start line "
+            f"(launcher: entry point '{entry}': running in ...)"
+        )

@@ -772,7 +772,13 @@ def test_values_reach_the_cluster_as_one_word_through_the_launcher(
     command = payload.cluster_command(project, entry, {"p": value, key: value})
     echoed = tmp_path / "argv"
     result = subprocess.run(
-        [sys.executable, launcher.__file__, str(tmp_path / "stored.tar.gz"), command],
+        [
+            sys.executable,
+            launcher.__file__,
+            *launcher.arguments(
+                archive=str(tmp_path / "stored.tar.gz"), entry="main", command=command
+            ),
+        ],
         capture_output=True,
         cwd=tmp_path,
         env={**os.environ, "ECHO_TO": str(echoed)},

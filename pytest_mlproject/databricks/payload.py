@@ -84,18 +84,22 @@ def submit_body(
     libraries: list[Any],
     launcher: str,
     archive_name: str,
+    entry: str,
     command: str,
     timeout_seconds: int,
     token: str,
     env: Mapping[str, str],
 ) -> dict[str, Any]:
     """A Jobs API 2.2 ``runs/submit`` body: one ``spark_python_task`` running the launcher."""
+    from pytest_mlproject.databricks import launcher as launcher_script
+
+    parameters = launcher_script.arguments(archive=archive_name, entry=entry, command=command)
     cluster = dict(new_cluster)
     cluster["spark_env_vars"] = {**dict(cluster.get("spark_env_vars") or {}), **env}
     task: dict[str, Any] = {
         "task_key": TASK_KEY,
         "new_cluster": cluster,
-        "spark_python_task": {"python_file": launcher, "parameters": [archive_name, command]},
+        "spark_python_task": {"python_file": launcher, "parameters": parameters},
         "timeout_seconds": timeout_seconds,
     }
     if libraries:
@@ -109,8 +113,9 @@ def submit_body(
 
 
 def placed(body: Mapping[str, Any], upload_dir: str) -> dict[str, Any]:
-    """``body`` with the launcher and the requirements files named where a cluster finds
-    them once uploaded to ``upload_dir`` (``/Workspace/...`` or ``/Volumes/...``).
+    """``body`` with the launcher, its archive and the requirements files named where a
+    cluster finds them once uploaded to ``upload_dir`` (``/Workspace/...`` or ``/Volumes/...``):
+    absolute paths, since the launcher cannot know where it is stored (no ``__file__``).
 
     Raises ``DatabricksError`` for a folder that is neither a workspace nor a volume folder.
     """
@@ -120,6 +125,12 @@ def placed(body: Mapping[str, Any], upload_dir: str) -> dict[str, Any]:
     task = dict(body["tasks"][0])
     python_task = dict(task["spark_python_task"])
     python_task["python_file"] = cluster_path(upload_dir, python_task["python_file"])
+    parameters = list(python_task.get("parameters", []))
+    # The options come first, so the first "--archive" is the option, never the command.
+    at = parameters.index("--archive") + 1 if "--archive" in parameters else len(parameters)
+    if at < len(parameters) and "/" not in parameters[at]:
+        parameters[at] = cluster_path(upload_dir, parameters[at])
+    python_task["parameters"] = parameters
     task["spark_python_task"] = python_task
     libraries = [
         {"requirements": cluster_path(upload_dir, library["requirements"])}
@@ -180,6 +191,7 @@ def build_job(
         libraries=preflight.libraries(spec, deps, requirement_names),
         launcher=launcher_name,
         archive_name=packed.name,
+        entry=entry,
         command=command,
         timeout_seconds=timeout_seconds(timeout),
         token=token,

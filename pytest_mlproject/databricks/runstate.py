@@ -19,6 +19,10 @@ TERMINAL_LIFE_CYCLES = frozenset({"TERMINATED", "SKIPPED", "INTERNAL_ERROR"})
 #: The life cycle reported when a payload carries neither ``status`` nor ``state``.
 UNKNOWN = "UNKNOWN"
 _MESSAGE_LIMIT = 500
+#: A run's ``error`` when the launcher reports that the command failed: its ``error_trace``
+#: holds only the launcher's own frames (the command's output is in the log), so it is not
+#: shown. Databricks may prefix the exception with its module.
+_COMMAND_FAILED = re.compile(r"(?:[\w.]+\.)?LauncherError: entry point '.*' failed: its command ")
 
 
 def _text(value: Any) -> str | None:
@@ -160,6 +164,28 @@ class RunOutput:
     error_trace: str | None
 
 
+def launcher_silence(output: RunOutput | None, entry: str) -> str | None:
+    """Why a run that ended ``SUCCESS`` cannot pass: its log lacks the launcher's start line
+    (for a log cut to its last 5 MB, its finished line), so the launcher never ran as the
+    task's main program and nothing was run. ``None`` when the launcher did run, or when the
+    log could not be read."""
+    from pytest_mlproject.databricks import launcher
+
+    if output is None:
+        return None  # the log could not be read: nothing to tell from
+    start = launcher.START_PREFIX.format(entry=entry)
+    lines = output.logs.splitlines()
+    if any(line.startswith(start) for line in lines):
+        return None
+    if output.logs_truncated and launcher.FINISH.format(entry=entry) in lines:
+        return None
+    return (
+        f"the run ended SUCCESS, but its log lacks the launcher's start line ({start}...): "
+        "the launcher never ran the entry point (was the task file not run as the main "
+        "program?)"
+    )
+
+
 def detail_lines(run_page_url: str | None, output: RunOutput | None, tail: int = 40) -> list[str]:
     """What a failure message shows after its first line: the run page, the run's error,
     and the last ``tail`` lines of its error trace and of its log."""
@@ -170,7 +196,7 @@ def detail_lines(run_page_url: str | None, output: RunOutput | None, tail: int =
         return lines
     if output.error:
         lines.append(f"error: {output.error}")
-    if output.error_trace:
+    if output.error_trace and not (output.error and _COMMAND_FAILED.match(output.error)):
         lines.append("--- error trace ---")
         lines.extend(output.error_trace.rstrip("\n").splitlines()[-tail:])
     logs = output.logs.rstrip("\n").splitlines()[-tail:]
