@@ -10,6 +10,7 @@ import databricks.sdk
 import pytest
 
 from pytest_mlproject.commands import ParameterError
+from pytest_mlproject.databricks import launcher, payload
 from pytest_mlproject.databricks.api import PreflightError, submit_entry_point
 from pytest_mlproject.databricks.workspace import CredentialsError, Workspace
 from pytest_mlproject.problems import MLprojectError
@@ -94,6 +95,30 @@ def test_a_passing_run(fake: FakeWorkspace, tmp_path: Path) -> None:
     [requirements] = [lib["requirements"] for lib in libraries if "requirements" in lib]
     assert requirements.startswith("/Workspace/Users/someone@example.com/.pytest-mlproject/")
     assert fake.active_runs() == []
+
+
+def test_a_success_without_the_launcher_does_not_pass(
+    fake: FakeWorkspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A host that does not run the task file as __main__: the launcher runs nothing, and the
+    # run ends SUCCESS.
+    source = (
+        Path(launcher.__file__)
+        .read_text()
+        .replace('if __name__ == "__main__":', 'if __name__ == "__not_main__":')
+    )
+    monkeypatch.setattr(payload, "launcher_source", lambda: ("silent.py", source.encode()))
+    project = make_project(tmp_path)
+
+    result = submit_entry_point(project, "main", cluster_spec=SPEC)
+
+    assert result.result_state == "SUCCESS"
+    assert not result.passed
+    assert result.client_error == (
+        "the run ended SUCCESS, but its log lacks the launcher's start line "
+        "(launcher: entry point 'main': running in ...): the launcher never ran the entry "
+        "point (was the task file not run as the main program?)"
+    )
 
 
 def test_a_failing_run(fake: FakeWorkspace, tmp_path: Path) -> None:

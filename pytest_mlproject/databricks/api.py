@@ -93,7 +93,8 @@ class DatabricksResult:
     error: str | None
     error_trace: str | None
     #: Why this side failed rather than the run: could not submit, lost contact, no result
-    #: within the timeout (the run was cancelled), interrupted. ``None`` otherwise.
+    #: within the timeout (the run was cancelled), interrupted, or a run that ended
+    #: ``SUCCESS`` without the launcher's start line in its log. ``None`` otherwise.
     client_error: str | None
     setup_duration_ms: int | None
     execution_duration_ms: int | None
@@ -346,7 +347,12 @@ def _quiet(line: str) -> None:
 
 
 def _result(prepared: Submission, job: Job) -> DatabricksResult:
+    from pytest_mlproject.databricks.runstate import launcher_silence
+
     state, output = job.state, job.output
+    error = job.error
+    if error is None and state is not None and state.passed:
+        error = launcher_silence(output, prepared.entry)  # a launcher that never ran
     return DatabricksResult(
         project=prepared.project.name,
         entry_point=prepared.entry,
@@ -361,7 +367,7 @@ def _result(prepared: Submission, job: Job) -> DatabricksResult:
         logs_truncated=output.logs_truncated if output else False,
         error=output.error if output else None,
         error_trace=output.error_trace if output else None,
-        client_error=job.error,
+        client_error=error,
         setup_duration_ms=state.setup_ms if state else None,
         execution_duration_ms=state.execution_ms if state else None,
         run_duration_ms=state.run_duration_ms if state else None,
