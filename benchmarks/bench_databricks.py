@@ -5,7 +5,8 @@
 
 Everything runs on 127.0.0.1: a :class:`pytest_mlproject.testing.FakeWorkspace` in this
 process (a fresh one for every measurement, so every session uploads its project), which
-really runs each submitted task as a process of its own.
+really runs each submitted task (by default as Databricks does: a Python host that execs the
+launcher, which runs the command as a process of its own).
 
 1. ``pytest --mlproject --databricks`` over a project of N entry points that each run
    ``python sleep.py S`` (default 16 of 3 s), and over a project with one such entry point:
