@@ -18,6 +18,7 @@ from pathlib import Path
 import databricks.sdk
 import pytest
 
+from pytest_mlproject.databricks import launcher, payload
 from pytest_mlproject.testing import FakeWorkspace
 
 # pytester's in-process runs restore sys.modules afterwards; the SDK (and requests) must be
@@ -436,6 +437,32 @@ def test_under_dist_loadfile_every_entry_point_is_in_flight_together(
     ]
     assert len(submitted) == len(ended) == 4
     assert max(submitted) < min(ended), "an entry point was submitted only after a run ended"
+
+
+def test_a_success_without_the_launcher_is_a_failure(
+    pytester: pytest.Pytester, workspace: FakeWorkspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A host that does not run the task file as __main__: the launcher runs nothing, and the
+    # run ends SUCCESS. The item must not pass.
+    source = (
+        Path(launcher.__file__)
+        .read_text()
+        .replace('if __name__ == "__main__":', 'if __name__ == "__not_main__":')
+    )
+    monkeypatch.setattr(payload, "launcher_source", lambda: ("silent.py", source.encode()))
+    make_project(pytester.path)
+
+    result = run(pytester, "-rA", select="main")
+
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*demo/MLproject:*: entry point 'main' on Databricks, run *: the run ended SUCCESS, "
+            "but its log lacks the launcher's start line (launcher: entry point 'main': "
+            "running in ...): the launcher never ran the entry point*",
+            "FAILED  SUCCESS*demo/MLproject::main::databricks",
+        ]
+    )
 
 
 def test_a_spark_job_python_file_is_submitted_as_main(

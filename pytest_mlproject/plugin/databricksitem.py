@@ -274,18 +274,25 @@ class DatabricksItem(EntryPointItem):
         output = job.output
         if output is not None and output.logs:
             self.add_report_section("call", "Databricks run log", output.logs)
+        silence = None
         if job.error is None and state is not None and state.passed:
-            return
-        raise MLprojectFailure(self._failure_lines(job))
+            from pytest_mlproject.databricks.runstate import launcher_silence
 
-    def _failure_lines(self, job: Job) -> list[str]:
+            # A host that did not run the launcher as __main__ ran nothing, and says SUCCESS.
+            silence = launcher_silence(output, self.entry_point.name)
+            if silence is None:
+                return
+        raise MLprojectFailure(self._failure_lines(job, silence))
+
+    def _failure_lines(self, job: Job, error: str | None = None) -> list[str]:
+        """The failure message; ``error``, if given, says what failed instead of the job."""
         from pytest_mlproject.databricks.runstate import detail_lines
 
         state, output = job.state, job.output
         head = f"{self.where()}: entry point {self.entry_point.name!r} on Databricks"
         if job.run_id is not None:
             head += f", run {job.run_id}"
-        error = job.error
+        error = error or job.error
         runs = self.config.stash.get(COORDINATOR_KEY, None)
         if error is not None and runs is not None and error == runs.connect_error:
             # Said in full once, on the first item that met it; the others say it short.
