@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -66,3 +67,25 @@ def junit(path: Path) -> dict[str, dict[str, str]]:
         properties = {p.get("name", ""): p.get("value", "") for p in case.iter("property")}
         cases[f"{case.get('classname')}::{case.get('name')}"] = properties
     return cases
+
+
+def gone(pid: int, within: float = 10.0) -> bool:
+    """Whether the process has exited within ``within`` seconds. A zombie counts as gone: once
+    its parent has died it waits for PID 1 to reap it, which a container's PID 1 may never do."""
+    until = time.monotonic() + within
+    while True:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        except OSError:  # no /proc: ask the kernel
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            state = "R"
+        if state in {"Z", "X"}:
+            return True
+        if time.monotonic() >= until:
+            return False
+        time.sleep(0.02)

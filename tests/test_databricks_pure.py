@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import gone
 
 from pytest_mlproject.databricks import archive, clusterspec, launcher
 from pytest_mlproject.databricks.runstate import RunOutput, launcher_silence
@@ -322,8 +323,7 @@ def test_sigterm_stops_the_launcher_and_its_whole_command(tmp_path: Path) -> Non
     assert process.returncode != 0
     assert "KeyboardInterrupt: launcher: stopped by signal 15" in stderr
     for pid in (int(p) for p in pids.read_text().split()):
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
+        assert gone(pid)
 
 
 def _output(logs: str, truncated: bool = False) -> RunOutput:

@@ -4,7 +4,6 @@ interrupt), through databricks-sdk."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.service.jobs import Run, SubmitTask
 from databricks.sdk.service.workspace import ImportFormat
+from helpers import gone
 
 from pytest_mlproject.databricks import archive, launcher
 from pytest_mlproject.testing import FakeWorkspace
@@ -29,16 +29,6 @@ os.rename(sys.argv[1] + ".tmp", sys.argv[1])
 print("sleeping", flush=True)
 time.sleep(120)
 """
-
-
-def _gone(pid: int) -> bool:
-    """Whether the process has exited; a zombie waiting for its parent counts as gone."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -221,8 +211,8 @@ def test_a_cancel_leaves_nothing_running(cluster: Cluster, tmp_path: Path) -> No
 
     assert cluster.workspace.leftovers(run_id) == []
     command, grandchild = (int(p) for p in (tmp_path / "pids").read_text().split())
-    assert _gone(command)
-    assert _gone(grandchild)
+    assert gone(command)
+    assert gone(grandchild)
 
 
 def test_a_launcher_that_does_not_stop_its_command_would_leave_it_running(

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import gone
 
 from pytest_mlproject import spec
 from pytest_mlproject.commands import MissingParametersError
@@ -24,26 +25,6 @@ from pytest_mlproject.local import (
 )
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "good"
-
-
-def _gone(pid: int, within: float = 5.0) -> bool:
-    """The process has exited (a zombie nobody reaps counts as gone)."""
-    until = time.monotonic() + within
-    while time.monotonic() < until:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
-            return True
-        except OSError:  # no /proc: ask the kernel
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return True
-            state = "R"
-        if state in {"Z", "X"}:
-            return True
-        time.sleep(0.02)
-    return False
 
 
 @pytest.fixture(params=["waitid", "portable"])
@@ -100,7 +81,7 @@ def test_a_timeout_kills_the_whole_group_grandchildren_included(
     assert result.timed_out
     assert not result.ok
     assert result.describe().startswith("timed out after")
-    assert _gone(int((tmp_path / "pid").read_text()))
+    assert gone(int((tmp_path / "pid").read_text()))
 
 
 def test_a_command_ignoring_sigterm_is_killed_after_the_grace_period(
@@ -110,7 +91,7 @@ def test_a_command_ignoring_sigterm_is_killed_after_the_grace_period(
     result = run_command(command, tmp_path, timeout=0.3, grace=0.3)
     assert result.timed_out
     assert result.exit_code == -signal.SIGKILL
-    assert _gone(int((tmp_path / "pid").read_text()))
+    assert gone(int((tmp_path / "pid").read_text()))
 
 
 def test_background_processes_left_behind_are_ended(tmp_path: Path, process_api: str) -> None:
@@ -119,7 +100,7 @@ def test_background_processes_left_behind_are_ended(tmp_path: Path, process_api:
     assert result.ok
     assert result.stdout == "started\n"
     assert result.duration < 5
-    assert _gone(int((tmp_path / "pid").read_text()))
+    assert gone(int((tmp_path / "pid").read_text()))
 
 
 def test_keyboard_interrupt_kills_the_group_and_propagates(
@@ -138,7 +119,7 @@ def test_keyboard_interrupt_kills_the_group_and_propagates(
     with pytest.raises(KeyboardInterrupt):
         run_command("sleep 300 & echo $! > pid; wait", tmp_path, timeout=60, grace=1)
     assert time.monotonic() - started < 10
-    assert _gone(int((tmp_path / "pid").read_text()))
+    assert gone(int((tmp_path / "pid").read_text()))
 
 
 def _running(needle: bytes) -> list[int]:
