@@ -1,13 +1,18 @@
 """Run an entry point's command locally, as ``mlflow run`` does, but safe to leave unattended.
 
 Like MLflow: ``bash -c COMMAND`` in the project folder, with the caller's environment (so
-``MLFLOW_TRACKING_URI`` and ``MLFLOW_EXPERIMENT_ID`` pass through when set).
+``MLFLOW_TRACKING_URI`` and ``MLFLOW_EXPERIMENT_ID`` pass through when set), in the
+environment the project declares when asked to (``env_manager="uv"``, built by
+:mod:`pytest_mlproject.envs`), activated as MLflow activates it: its ``bin`` first on
+``PATH``, ``VIRTUAL_ENV`` set; and further, the caller's interpreter folder is taken off
+``PATH``, and ``PYTHONPATH`` and ``PYTHONHOME`` are unset, so nothing of the caller's
+environment leaks in. With ``env_manager="local"`` (the default of this API) the command
+runs with the interpreter running this code, whose folder is put first on ``PATH`` so that
+``python`` means it even in a venv that is not activated. The result says which
+(:attr:`RunResult.environment`).
 
 Unlike MLflow:
 
-- no environment is built: the command runs with the interpreter running this code, whose
-  folder is put first on ``PATH`` so that ``python`` means it even in a venv that is not
-  activated; the result says so (:attr:`RunResult.environment`);
 - standard input is ``/dev/null``, so a command waiting for input fails instead of hanging;
 - the command runs in its own process group, and that whole group (grandchildren included)
   is ended when the command ends, times out, or the caller is interrupted: ``SIGTERM``, then
@@ -28,15 +33,19 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pytest_mlproject.commands import render_command
-from pytest_mlproject.problems import MLprojectError
+from pytest_mlproject.problems import MLprojectError, MLprojectWarning
 from pytest_mlproject.sources import git_commit, redact
 from pytest_mlproject.spec import Project
+
+if TYPE_CHECKING:
+    from pytest_mlproject.envs import Environment, EnvManager, Note, Progress
 
 __all__ = [
     "NotRunnableError",
@@ -103,6 +112,8 @@ class RunResult:
     stdout_dropped: int = 0
     stderr_dropped: int = 0
     entry_point: str | None = None
+    #: ``uv`` (the environment the project declares) or ``local`` (the current interpreter).
+    env_manager: str = "local"
 
     @property
     def ok(self) -> bool:
@@ -141,26 +152,81 @@ def local_skip_reason(project: Project) -> str | None:
 
 
 def child_environment(
-    extra: Mapping[str, str] | None = None, base: Mapping[str, str] | None = None
+    extra: Mapping[str, str] | None = None,
+    base: Mapping[str, str] | None = None,
+    venv: Path | None = None,
 ) -> dict[str, str]:
     """The caller's environment (or ``base``) plus ``extra``, with this interpreter's folder
-    first on ``PATH``."""
+    first on ``PATH``; or, given ``venv``, that environment activated instead."""
     env = dict(os.environ if base is None else base)
     env.update(extra or {})
+    parts = env.get("PATH", "").split(os.pathsep) if env.get("PATH") else []
     bindir = os.path.dirname(sys.executable)
-    if bindir:
-        parts = env.get("PATH", "").split(os.pathsep) if env.get("PATH") else []
-        if not parts or parts[0] != bindir:
-            env["PATH"] = os.pathsep.join([bindir, *parts])
+    if venv is not None:
+        # The caller's interpreter (and an activated venv of the caller's) must not answer
+        # for `python`, `pip` or a console script the environment lacks.
+        outside = {bindir, os.path.join(env.get("VIRTUAL_ENV", ""), "bin")}
+        parts = [part for part in parts if part not in outside]
+        env["PATH"] = os.pathsep.join([str(venv / "bin"), *parts])
+        env["VIRTUAL_ENV"] = str(venv)
+        for name in ("PYTHONPATH", "PYTHONHOME", "CONDA_PREFIX"):
+            env.pop(name, None)
+        return env
+    if bindir and (not parts or parts[0] != bindir):
+        env["PATH"] = os.pathsep.join([bindir, *parts])
     return env
 
 
 def environment_description(project: Project | None = None) -> str:
     version = ".".join(str(part) for part in sys.version_info[:3])
     text = f"the current interpreter, {sys.executable} (Python {version})"
-    if project is not None and project.env_file is not None:
-        text += f"; {project.env_file.name} was not installed"
+    if project is not None and project.env_type != "docker_env":
+        if project.env_file is None:
+            text += "; the project declares no environment"
+        else:
+            text += f"; {project.env_file.name} was not installed (env manager local)"
     return text
+
+
+def issue(notes: list[Note] | tuple[Note, ...]) -> None:
+    """Issue MLflow's warnings about an environment as :class:`MLprojectWarning`, at the
+    environment file's line, through the warning filters in force."""
+    for note in notes:
+        warnings.warn_explicit(
+            MLprojectWarning(note.message),
+            MLprojectWarning,
+            filename=str(note.path),
+            lineno=note.line,
+        )
+
+
+def prepare_environment(
+    project: Project,
+    env_manager: EnvManager,
+    *,
+    env_dir: Path | str | None = None,
+    timeout: float | None = None,
+    progress: Progress | None = None,
+) -> Environment | None:
+    """The environment a run of ``project`` uses: built (or found) for ``uv`` when the
+    project declares one, ``None`` to run with the current interpreter. Raises
+    :class:`~pytest_mlproject.envs.BuildError` and
+    :class:`~pytest_mlproject.envs.EnvFileError`."""
+    if env_manager == "local":
+        return None
+    from pytest_mlproject import envs
+
+    declared = envs.derive(project)
+    if declared is None:
+        return None
+    return envs.ensure(
+        project,
+        declared,
+        env_dir=Path(env_dir) if env_dir is not None else envs.default_env_dir(),
+        manager=env_manager,
+        timeout=timeout,
+        progress=progress,
+    )
 
 
 def run_entry_point(
@@ -176,13 +242,20 @@ def run_entry_point(
     max_output: int = MAX_OUTPUT,
     tail_output: int = TAIL_OUTPUT,
     grace: float = GRACE,
+    env_manager: EnvManager = "local",
+    env_dir: Path | str | None = None,
+    progress: Progress | None = None,
 ) -> RunResult:
     """Render and run ``entry_point`` of ``project`` in its folder; see :func:`run_command`.
 
     Relative ``path`` values resolve against ``base_dir`` (default: the current directory,
     as in MLflow). ``commit`` defaults to the commit of the project's Git repository.
-    Raises :class:`NotRunnableError` for ``docker_env`` projects, and the errors of
-    :func:`~pytest_mlproject.commands.render_command`.
+    ``env_manager="uv"`` runs it in the environment the project declares, built in
+    ``env_dir`` (default: :func:`~pytest_mlproject.envs.default_env_dir`) if it is not there
+    yet; the build counts against ``timeout``, and ``progress`` hears about it.
+    Raises :class:`NotRunnableError` for ``docker_env`` projects, the errors of
+    :func:`~pytest_mlproject.commands.render_command`, and those of the build
+    (:class:`~pytest_mlproject.envs.BuildError`, :class:`~pytest_mlproject.envs.EnvFileError`).
     """
     reason = local_skip_reason(project)
     if reason is not None:
@@ -190,6 +263,13 @@ def run_entry_point(
     command = render_command(project.entry_point(entry_point), parameters, base_dir)
     if commit is None:
         commit = git_commit(project.directory)  # imports GitPython, which runs git
+    environment = prepare_environment(
+        project, env_manager, env_dir=env_dir, timeout=timeout, progress=progress
+    )
+    if environment is not None:
+        issue(environment.notes)
+        if timeout is not None:
+            timeout = max(timeout - environment.duration, 0.001)
     return run_command(
         command,
         project.directory,
@@ -202,6 +282,7 @@ def run_entry_point(
         max_output=max_output,
         tail_output=tail_output,
         grace=grace,
+        venv=environment,
     )
 
 
@@ -218,14 +299,18 @@ def run_command(
     max_output: int = MAX_OUTPUT,
     tail_output: int = TAIL_OUTPUT,
     grace: float = GRACE,
+    venv: Environment | None = None,
 ) -> RunResult:
     """Run ``bash -c command`` in ``cwd`` and wait for it, at most ``timeout`` seconds.
 
-    ``env`` adds variables to the caller's environment. ``echo``, if given, receives both
-    output streams as they come. On ``KeyboardInterrupt`` the command's process group is
-    killed and the interrupt re-raised.
+    ``env`` adds variables to the caller's environment. ``venv``: run in that environment,
+    activated (``environment`` then defaults to its description). ``echo``, if given,
+    receives both output streams as they come. On ``KeyboardInterrupt`` the command's
+    process group is killed and the interrupt re-raised.
     """
-    environ = child_environment(env)
+    environ = child_environment(env, venv=venv.path if venv is not None else None)
+    if venv is not None:
+        environment = venv.describe()
     captures = (_Capture(max_output, tail_output, echo), _Capture(max_output, tail_output, echo))
     start = time.monotonic()
     process = None
@@ -256,6 +341,7 @@ def run_command(
         stdout_dropped=captures[0].dropped,
         stderr_dropped=captures[1].dropped,
         entry_point=entry_point,
+        env_manager=venv.manager if venv is not None else "local",
     )
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import ensurepip
 import importlib
 import os
 import pkgutil
+import shutil
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import helpers
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -47,15 +51,56 @@ _HOST_VARIABLES = (
 )
 
 
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of wheels that uv installs from in every test (no index): ``demo_pkg`` 1.0 and
+    2.0 (``demo_pkg.__version__``, and a ``demo`` console script), a stand-in ``tabulate``
+    0.9.0 for fixtures/tutorial, and pip and setuptools from ensurepip's own wheels."""
+    folder = tmp_path_factory.mktemp("wheelhouse")
+    for version in ("1.0", "2.0"):
+        source = f"__version__ = {version!r}\n\ndef main():\n    print('demo', __version__)\n"
+        made = helpers.wheel(folder, "demo-pkg", version, {"demo_pkg/__init__.py": source})
+        with zipfile.ZipFile(made, "a") as archive:
+            archive.writestr(
+                f"demo_pkg-{version}.dist-info/entry_points.txt",
+                "[console_scripts]\ndemo = demo_pkg:main\n",
+            )
+    # Stand-in for the real package (this is no index): the same name, version and call.
+    helpers.wheel(
+        folder,
+        "tabulate",
+        "0.9.0",
+        {
+            "tabulate.py": "def tabulate(rows, headers=()):\n"
+            "    return '\\n'.join(' | '.join(map(str, r)) for r in [list(headers), *rows])\n"
+        },
+    )
+    bundled = Path(ensurepip.__file__).parent / "_bundled"
+    for found in bundled.glob("*.whl"):
+        shutil.copy(found, folder)
+    return folder
+
+
 @pytest.fixture(autouse=True)
 def _hermetic_environment(
-    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path
 ) -> None:
     for name in list(os.environ):
-        if name in _HOST_VARIABLES or name.startswith(("DATABRICKS_", "ARM_")):
+        if name in _HOST_VARIABLES or name.startswith(("DATABRICKS_", "ARM_", "UV_")):
             monkeypatch.delenv(name)
-    no_profiles = tmp_path_factory.getbasetemp() / "no-databrickscfg"
+    base = tmp_path_factory.getbasetemp()
+    no_profiles = base / "no-databrickscfg"
     monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(no_profiles))
+    # Environments are built in this session's temporary folder, by uv, from the wheelhouse
+    # only: no index, no configuration of this machine's, no Python downloads.
+    uv_config = base / "uv.toml"
+    if not uv_config.exists():
+        uv_config.write_text(f"no-index = true\nfind-links = [{str(wheelhouse)!r}]\n")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(base / "cache"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(base / "config"))
+    monkeypatch.setenv("UV_CONFIG_FILE", str(uv_config))
+    monkeypatch.setenv("UV_CACHE_DIR", str(base / "uv-cache"))
+    monkeypatch.setenv("UV_PYTHON_INSTALL_DIR", str(base / "no-managed-pythons"))
 
 
 @pytest.fixture

@@ -89,3 +89,32 @@ def gone(pid: int, within: float = 10.0) -> bool:
         if time.monotonic() >= until:
             return False
         time.sleep(0.02)
+
+
+def wheel(folder: Path, name: str, version: str, modules: dict[str, str]) -> Path:
+    """Write a pure-Python wheel of ``name`` ``version`` holding ``modules`` (path -> source),
+    with zipfile: tests install from a folder of these, never from an index."""
+    import base64
+    import hashlib
+    import zipfile
+
+    dist = f"{name.replace('-', '_')}-{version}"
+    files = {
+        **{path: source.encode() for path, source in modules.items()},
+        f"{dist}.dist-info/METADATA": (
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+        ).encode(),
+        f"{dist}.dist-info/WHEEL": (
+            b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
+    }
+    records = []
+    path = folder / f"{dist}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, data in files.items():
+            archive.writestr(member, data)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+            records.append(f"{member},sha256={digest.decode()},{len(data)}")
+        records.append(f"{dist}.dist-info/RECORD,,")
+        archive.writestr(f"{dist}.dist-info/RECORD", "\n".join(records) + "\n")
+    return path

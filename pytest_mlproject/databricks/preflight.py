@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_mlproject import _fs, _yaml, checks, commands, rsource
+from pytest_mlproject import _fs, _yaml, checks, commands, envs, rsource
 from pytest_mlproject.databricks.archive import excluded
 from pytest_mlproject.databricks.clusterspec import ClusterSpec, check_spec
 from pytest_mlproject.problems import MLprojectError, Problem
@@ -26,7 +26,6 @@ _UNUSABLE = re.compile(
     r"^(-e\b|--editable\b|-c\b|--constraint\b|-f\b|--find-links\b|-i\b|--index-url\b|"
     r"--extra-index-url\b|--trusted-host\b|--no-index\b|--pre\b|\.{0,2}/|~|file:)"
 )
-_REQUIREMENTS = re.compile(r"^(-r|--requirement)[\s=]+(\S+)$")
 
 
 @dataclass(frozen=True)
@@ -43,41 +42,45 @@ class Dependencies:
 def dependencies(project: Project) -> Dependencies:
     """Read python_env / conda dependencies; what cannot be a cluster library is a problem.
 
-    A Databricks Spark job project (``databricks_spark_job``) has no environment file: its
-    ``python_libraries`` become PyPI libraries, as MLflow makes them (MLP311 checks them).
+    The dependencies are those a local run installs (:func:`pytest_mlproject.envs.derive`,
+    MLflow's reading), and ``-r FILE`` resolves from the project folder, as MLflow resolves
+    it. A Databricks Spark job project (``databricks_spark_job``) has no environment file:
+    its ``python_libraries`` become PyPI libraries, as MLflow makes them (MLP311 checks them).
     """
     job = project.spark_job
     if isinstance(job, _yaml.YamlMap):
         libraries = spark_libraries(job.get("python_libraries", [])) or []
         return Dependencies(tuple(name.strip() for name in libraries if name.strip()))
-    env_file = project.env_file
-    if env_file is None or not _fs.is_file(env_file):
+    if project.env_file is None or not _fs.is_file(project.env_file):
         return Dependencies()
     try:
-        data = _yaml.read_head(env_file, _yaml.DEFAULT_LIMITS.max_bytes)
-        if len(data) > _yaml.DEFAULT_LIMITS.max_bytes:
-            return Dependencies()  # MLP308 / MLP309 already report a file too large to read
-        document, _ = _yaml.parse(data)
-    except (_yaml.YamlReadError, OSError, ValueError):
-        return Dependencies()  # MLP308 / MLP309 already report an unreadable file
-    if not isinstance(document, _yaml.YamlMap):
+        declared = envs.derive(project)
+    except envs.EnvFileError:
+        return Dependencies()  # MLP308 / MLP309 report a file that cannot be read
+    if declared is None:
         return Dependencies()
-    entries: list[tuple[str, int]] = []
-    problems: list[Problem] = []
-    if project.env_type == "python_env":
-        deps = document.get("dependencies")
-        if isinstance(deps, _yaml.YamlSeq):
-            entries = [(str(d), deps.line_of(i)) for i, d in enumerate(deps)]
-    else:
-        entries, problems = _conda_entries(env_file, document)
+    env_file = declared.file
+    problems = [
+        Problem(
+            env_file,
+            entry.line,
+            "MLP710",
+            f"conda package {entry.text!r} is not installed on Databricks, whose clusters "
+            "have no conda; the runtime may already have it, otherwise list it under `pip:` "
+            "with its PyPI name",
+        )
+        for entry in declared.dropped
+        if re.split(r"[=<>!\s]", entry.text.strip(), maxsplit=1)[0].split("::")[-1]
+        not in ("python", "pip")
+    ]
     packages: list[str] = []
     files: list[Path] = []
-    for entry, line in entries:
-        text = entry.strip()
-        requirements = _REQUIREMENTS.match(text)
-        if requirements:
-            target = _fs.resolved(env_file.parent / requirements.group(2))
-            root = project.directory.resolve()
+    root = project.directory.resolve()
+    for entry in declared.dependencies:
+        text, line = entry.text.strip(), entry.line
+        named = envs.requirement_file(text, project.directory)
+        if named is not None and envs.is_requirements_option(text):
+            target = _fs.resolved(named)
             if target is None or not _fs.is_file(target) or root not in target.parents:
                 problems.append(
                     _unusable(env_file, line, text, "the file is missing or outside the project")
@@ -111,35 +114,6 @@ def dependencies(project: Project) -> Dependencies:
         else:
             packages.append(text)
     return Dependencies(tuple(packages), tuple(files), tuple(problems))
-
-
-def _conda_entries(
-    env_file: Path, document: _yaml.YamlMap
-) -> tuple[list[tuple[str, int]], list[Problem]]:
-    entries: list[tuple[str, int]] = []
-    problems: list[Problem] = []
-    deps = document.get("dependencies")
-    if not isinstance(deps, _yaml.YamlSeq):
-        return entries, problems
-    for index, item in enumerate(deps):
-        line = deps.line_of(index)
-        if isinstance(item, _yaml.YamlMap) and isinstance(item.get("pip"), _yaml.YamlSeq):
-            pip = item["pip"]
-            entries.extend((str(d), pip.line_of(i)) for i, d in enumerate(pip))
-        elif isinstance(item, str):
-            name = re.split(r"[=<>!\s]", item.strip(), maxsplit=1)[0]
-            if name.split("::")[-1] not in ("python", "pip"):
-                problems.append(
-                    Problem(
-                        env_file,
-                        line,
-                        "MLP710",
-                        f"conda package {item!r} is not installed on Databricks, whose "
-                        "clusters have no conda; the runtime may already have it, otherwise "
-                        "list it under `pip:` with its PyPI name",
-                    )
-                )
-    return entries, problems
 
 
 def _unusable(env_file: Path, line: int, entry: str, why: str) -> Problem:
