@@ -737,9 +737,13 @@ def _uv(
 
 
 def _reported_requirement(output: list[str]) -> str | None:
-    """uv's first ``error:`` / ``Because ...`` line: the requirement it could not satisfy."""
+    """The line where uv names the requirement it could not satisfy (``Because ...``), else
+    its first ``error:`` line."""
+    errors = []
     for line in output:
-        text = line.strip()
-        if text.startswith(("error:", "\u00d7 ", "\u2570\u2500\u25b6 ")) or "Because " in text:
-            return text.removeprefix("error:").strip()
-    return None
+        text = line.strip().removeprefix("cause:").strip()
+        if "Because " in text:
+            return text[text.index("Because ") :]
+        if text.startswith("error:"):
+            errors.append(text.removeprefix("error:").strip())
+    return errors[0] if errors else None

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pytest_mlproject.commands import ParamSpec
     from pytest_mlproject.databricks.clusterspec import ClusterSpec
+    from pytest_mlproject.envs import EnvManager
 
 DEFAULT_TIMEOUT = 3600.0
 DEFAULT_DATABRICKS_TIMEOUT = 7200.0
@@ -55,6 +56,12 @@ class MLprojectConfig:
     #: ``--mlproject-experiment`` (or, for tracking, ``--databricks-experiment-id``): the
     #: experiment recorded runs go to, a name or an all-digits id; ``None``: MLflow's choice.
     experiment: str | None = None
+    #: ``--mlproject-env-manager`` (else ``mlproject_env_manager``); ``None``: each project's
+    #: own setting, else ``uv`` when it declares an environment and ``local`` when not.
+    env_manager: EnvManager | None = None
+    #: ``--mlproject-env-dir`` (else ``mlproject_env_dir``, relative to the ini file);
+    #: ``None``: :func:`pytest_mlproject.envs.default_env_dir`.
+    env_dir: Path | None = None
 
 
 def checking_config(

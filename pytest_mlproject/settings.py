@@ -3,6 +3,8 @@
 MLflow never reads this file; it tells pytest-mlproject what to pass and what to leave out
 when it runs the project's entry points::
 
+    env_manager: local     # or uv: how local runs get their environment (wins over the
+                           # session's --mlproject-env-manager for this project)
     parameters:            # every entry point that declares the name
       data_path: tests/data/small.csv
     entry_points:
@@ -52,7 +54,7 @@ MISNAMED_SETTINGS = (
     "pytest_mlproject.yaml",
     "pytest_mlproject.yml",
 )
-TOP_KEYS = ("parameters", "entry_points", "databricks")
+TOP_KEYS = ("parameters", "entry_points", "databricks", "env_manager")
 ENTRY_POINT_KEYS = ("parameters", "skip", "timeout", "databricks")
 DATABRICKS_KEYS = ("cluster_spec", "skip")
 DEFAULT_SKIP_REASON = f"skipped in {SETTINGS_FILE}"
@@ -96,6 +98,8 @@ class Settings:
     entry_points: Mapping[str, EntryPointSettings] = field(default_factory=dict)
     databricks: DatabricksSettings | None = None
     problems: tuple[Problem, ...] = ()
+    #: ``env_manager:``, ``uv`` or ``local``; ``None`` when not given.
+    env_manager: str | None = None
 
     def skip_reason(self, entry_point: str) -> str | None:
         """Why the local run of ``entry_point`` is skipped, or ``None``."""
@@ -219,6 +223,7 @@ class _Reader:
         databricks = None
         if "databricks" in document and self.mapping(document, "databricks"):
             databricks = self.databricks(document["databricks"], "databricks")
+        env_manager = self.env_manager(document)
         return Settings(
             empty.directory,
             empty.path,
@@ -226,7 +231,23 @@ class _Reader:
             entry_points,
             databricks,
             tuple(self.problems),
+            env_manager,
         )
+
+    def env_manager(self, document: _yaml.YamlMap) -> str | None:
+        value = document.get("env_manager")
+        if value is None:
+            return None
+        if isinstance(value, str) and value.strip().lower() in ("uv", "local"):
+            return value.strip().lower()
+        hint = " (MLflow runs conda projects under uv too)" if value == "conda" else ""
+        self.problem(
+            document.line_of("env_manager"),
+            "MLP803",
+            f"`env_manager` is {value!r}; give `uv` (build the environment the project "
+            f"declares) or `local` (use the interpreter running pytest){hint}",
+        )
+        return None
 
     def parse(self, limits: _yaml.Limits) -> _yaml.YamlMap | None:
         if not _inside(self.path.resolve(), self.path.parent.resolve()):

@@ -128,17 +128,23 @@ def logged_parameters(entry_point: EntryPoint, values: Mapping[str, Any]) -> dic
 
 
 def project_tags(
-    origin: ProjectOrigin, entry_point: str, backend: Backend, nodeid: str | None = None
+    origin: ProjectOrigin,
+    entry_point: str,
+    backend: Backend,
+    nodeid: str | None = None,
+    *,
+    env_manager: str = "local",
 ) -> dict[str, str]:
-    """The tags ``mlflow run`` sets on a project run, for a run of ``entry_point``."""
+    """The tags ``mlflow run`` sets on a project run, for a run of ``entry_point``
+    (``env_manager``: how its environment was made, ``uv`` or ``local``)."""
     tags = {
         USER: _user(),
         SOURCE_TYPE: "PROJECT",
         ENTRY_POINT: entry_point,
         BACKEND: backend,
-        # MLflow tags the environment it built (conda, virtualenv, docker); we build none and
-        # run with the current interpreter, which is `--env-manager local`.
-        ENV: "local",
+        # MLflow tags the environment it built (uv, virtualenv, conda, docker); `local` is a
+        # run with the current interpreter.
+        ENV: env_manager,
     }
     if origin.git_uri is not None:
         from pytest_mlproject.sources import parse_uri

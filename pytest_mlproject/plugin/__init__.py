@@ -60,6 +60,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=f"time limit of each local run (default {DEFAULT_TIMEOUT:g}). Ini: mlproject_timeout.",
     )
     group.addoption(
+        "--mlproject-env-manager",
+        default=None,
+        metavar="{uv,local}",
+        help="how a local run gets its Python environment, as `mlflow run --env-manager`: uv "
+        "builds the one the project declares (the default when it declares one), local uses "
+        "this interpreter. Ini: mlproject_env_manager.",
+    )
+    group.addoption(
+        "--mlproject-env-dir",
+        default=None,
+        metavar="PATH",
+        help="where built environments are kept (default "
+        "$XDG_CACHE_HOME/pytest-mlproject/envs). Ini: mlproject_env_dir.",
+    )
+    group.addoption(
         "--mlproject-strict",
         action="store_true",
         default=None,
@@ -123,6 +138,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=[],
     )
     parser.addini("mlproject_timeout", "time limit of each local run, in seconds.", default="")
+    parser.addini(
+        "mlproject_env_manager", "how a local run gets its environment: uv or local.", default=""
+    )
+    parser.addini("mlproject_env_dir", "where built environments are kept.", default="")
     parser.addini("mlproject_summary", "append a Markdown summary to this file.", default="")
     parser.addini("mlproject_strict", "warnings fail their item too.", type="bool", default=False)
     parser.addini(

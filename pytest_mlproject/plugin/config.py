@@ -26,6 +26,7 @@ from pytest_mlproject.problems import RULES
 if TYPE_CHECKING:
     from pytest_mlproject.commands import ParamSpec
     from pytest_mlproject.databricks.session import Coordinator
+    from pytest_mlproject.envs import EnvManager
 
 CONFIG_KEY = pytest.StashKey[MLprojectConfig]()
 #: The session's Databricks coordinator, once the first Databricks item has started it.
@@ -87,7 +88,35 @@ def parse_config(config: pytest.Config) -> MLprojectConfig:
         databricks=databricks,
         tracking=tracking,
         experiment=experiment,
+        env_manager=parse_env_manager(config),
+        env_dir=parse_env_dir(config),
     )
+
+
+def parse_env_manager(config: pytest.Config) -> EnvManager | None:
+    text = _option(config, "mlproject_env_manager", "mlproject_env_manager")
+    if text is None:
+        return None
+    from pytest_mlproject.envs import check_env_manager
+    from pytest_mlproject.problems import MLprojectError
+
+    try:
+        return check_env_manager(text, "--mlproject-env-manager / mlproject_env_manager")
+    except MLprojectError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def parse_env_dir(config: pytest.Config) -> Path | None:
+    """``--mlproject-env-dir`` from the shell's folder, ``mlproject_env_dir`` from the ini
+    file's; ``~`` expanded."""
+    if config.option.mlproject_env_dir:
+        base, text = config.invocation_params.dir, str(config.option.mlproject_env_dir)
+    else:
+        text = str(config.getini("mlproject_env_dir") or "").strip()
+        base = config.inipath.parent if config.inipath else config.invocation_params.dir
+    if not text:
+        return None
+    return Path(base) / Path(text).expanduser()
 
 
 def parse_tracking(config: pytest.Config, databricks: DatabricksConfig) -> tuple[bool, str | None]:

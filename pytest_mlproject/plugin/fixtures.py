@@ -143,6 +143,9 @@ class MLprojectFixture:
         The command is :meth:`render`'s. ``timeout`` defaults to ``--mlproject-timeout``
         (or ``mlproject_timeout``), else the entry point's ``timeout`` in
         ``pytest-mlproject.yaml``, else one hour. ``env`` adds environment variables. The
+        environment is the session's choice (``--mlproject-env-manager``, else the
+        project's ``env_manager:``, else uv when the project declares one), built first if
+        need be (:class:`~pytest_mlproject.envs.BuildError` if that fails). The
         output is shown as it comes with ``-s``, and beside the test's failure otherwise;
         secrets are masked in it. A failed run does not fail the test: assert on the result.
 
@@ -151,7 +154,7 @@ class MLprojectFixture:
         ``::run`` items only.
         """
         from pytest_mlproject.local import NotRunnableError, local_skip_reason
-        from pytest_mlproject.plugin.localitem import run_locally, run_timeout
+        from pytest_mlproject.plugin.localitem import env_manager_for, run_locally, run_timeout
         from pytest_mlproject.settings import read_settings
         from pytest_mlproject.sources import git_commit
 
@@ -160,8 +163,9 @@ class MLprojectFixture:
         if reason is not None:
             raise NotRunnableError(reason)
         command = self.render(loaded, entry, parameters, configured=configured)
+        settings = read_settings(loaded.directory)
         if timeout is None:
-            timeout = run_timeout(self.config, read_settings(loaded.directory), entry)
+            timeout = run_timeout(self.config, settings, entry)
         result = run_locally(
             self.config,
             loaded,
@@ -170,6 +174,7 @@ class MLprojectFixture:
             timeout=timeout,
             commit=git_commit(loaded.directory),
             env=env,
+            env_manager=env_manager_for(self.config, settings, loaded),
         )
         self.results.append(result)
         title = f"{loaded.name}::{entry}"

@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,7 @@ from pytest_mlproject.spec import EntryPoint, Project
 
 if TYPE_CHECKING:
     from pytest_mlproject.descriptor import ProjectContext
+    from pytest_mlproject.envs import EnvManager
     from pytest_mlproject.settings import Settings
 
 #: Lines of each output stream shown in the failure message; the rest is in report sections.
@@ -93,6 +94,34 @@ def run_timeout(config: pytest.Config, settings: Settings, entry_point: str) -> 
     return settings.timeout(entry_point) or session.timeout
 
 
+def env_manager_for(config: pytest.Config, settings: Settings, project: Project) -> EnvManager:
+    """How a local run of ``project`` gets its environment: the project's own
+    ``env_manager:`` (the more specific setting), else the session's option or ini key,
+    else ``uv`` when the project declares an environment and ``local`` when it does not."""
+    from pytest_mlproject import envs
+
+    if settings.env_manager is not None:
+        return envs.check_env_manager(settings.env_manager, "env_manager")
+    chosen = config.stash[CONFIG_KEY].env_manager
+    return chosen if chosen is not None else envs.default_env_manager(project)
+
+
+def _progress(config: pytest.Config) -> Callable[[str], None]:
+    """A line on the terminal while an environment is built, even while output is captured
+    (an xdist worker has no terminal: its lines go nowhere)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+
+    def say(text: str) -> None:
+        if reporter is None:
+            return
+        quiet = capture.global_and_fixture_disabled() if capture is not None else None
+        with quiet or contextlib.nullcontext():
+            reporter.write_line(f"pytest-mlproject: {text}")
+
+    return say
+
+
 def run_locally(
     config: pytest.Config,
     project: Project,
@@ -102,15 +131,31 @@ def run_locally(
     timeout: float | None,
     commit: str | None,
     env: Mapping[str, str] | None = None,
+    env_manager: EnvManager = "local",
 ) -> local.RunResult:
     """Run ``command`` in the project's folder as a run item does (the ``mlproject`` fixture
-    too): echoed as it comes with ``-s``, SIGTERM taken as Ctrl-C, and no secret in what
-    the result holds, since the project's code may print its environment."""
+    too): in the environment ``env_manager`` gives it (built first if need be, within
+    ``timeout``), echoed as it comes with ``-s``, SIGTERM taken as Ctrl-C, and no secret in
+    what the result holds, since the project's code may print its environment.
+
+    Raises :class:`~pytest_mlproject.envs.BuildError` and
+    :class:`~pytest_mlproject.envs.EnvFileError` when the environment cannot be built."""
     secrets = redact.secret_values({**os.environ, **(env or {})})
     live = config.getoption("capture") == "no"
     echo = redact.ScrubbingWriter(sys.stdout, secrets) if live else None
     try:
         with _sigterm_interrupts():
+            environment = local.prepare_environment(
+                project,
+                env_manager,
+                env_dir=config.stash[CONFIG_KEY].env_dir,
+                timeout=timeout,
+                progress=_progress(config),
+            )
+            if environment is not None:
+                local.issue(environment.notes)
+                if timeout is not None:
+                    timeout = max(timeout - environment.duration, 0.001)
             result = local.run_command(
                 command,
                 project.directory,
@@ -120,6 +165,7 @@ def run_locally(
                 commit=commit,
                 environment=local.environment_description(project),
                 entry_point=entry_point,
+                venv=environment,
             )
     finally:
         if echo is not None:
@@ -153,9 +199,15 @@ class RunItem(EntryPointItem):
         except MLprojectError as exc:
             raise MLprojectFailure([f"{self.where()}: {exc}"]) from None
         self.user_properties.append(("command", redact.scrub(command)))
+        from pytest_mlproject import envs
         from pytest_mlproject.plugin.trackingitem import end_run, local_status, start_run
 
-        tracked = start_run(self, self.context, entry, values, "local")
+        try:
+            manager = env_manager_for(self.config, self.context.settings, project)
+        except MLprojectError as exc:  # MLP803 on ::spec says where
+            raise MLprojectFailure([f"{self.where()}: {exc}"]) from None
+        self.user_properties.append(("env_manager", manager))
+        tracked = start_run(self, self.context, entry, values, "local", env_manager=manager)
         try:
             result = run_locally(
                 self.config,
@@ -165,7 +217,21 @@ class RunItem(EntryPointItem):
                 timeout=run_timeout(self.config, self.context.settings, entry.name),
                 commit=self.context.commit,
                 env=tracked.env() if tracked is not None else None,
+                env_manager=manager,
             )
+        except (envs.BuildError, envs.EnvFileError) as exc:
+            from pytest_mlproject import tracking
+
+            timed_out = isinstance(exc, envs.BuildTimeout)
+            end_run(self, tracked, tracking.KILLED if timed_out else tracking.FAILED)
+            self.user_properties.append(("environment", "not built"))
+            raise MLprojectFailure(
+                [
+                    f"{self.where()}: entry point {entry.name!r} did not run: its environment "
+                    f"could not be built (--mlproject-env-manager {manager})",
+                    *str(exc).splitlines(),
+                ]
+            ) from None
         except BaseException as exc:  # Ctrl-C or SIGTERM ends the run KILLED
             end_run(self, tracked, exc)
             raise

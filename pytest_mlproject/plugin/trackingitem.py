@@ -63,6 +63,8 @@ def start_run(
     entry_point: EntryPoint,
     values: Mapping[str, str],
     backend: tracking.Backend,
+    *,
+    env_manager: str = "local",
 ) -> tracking.TrackedRun | None:
     """Create the MLflow run of ``item``, or ``None`` without ``--mlproject-tracking``.
 
@@ -81,7 +83,9 @@ def start_run(
 
     def create() -> tracking.TrackedRun:
         return runs.start(
-            tracking.project_tags(origin, entry_point.name, backend, item.nodeid),
+            tracking.project_tags(
+                origin, entry_point.name, backend, item.nodeid, env_manager=env_manager
+            ),
             tracking.logged_parameters(entry_point, values),
             cluster=backend == "databricks",
         )
