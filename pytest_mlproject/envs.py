@@ -469,7 +469,7 @@ def find_interpreter(
 def _uv_find(
     uv: str, query: str, env: Mapping[str, str], deadline: float | None
 ) -> Interpreter | None:
-    from pytest_mlproject.local import run_command
+    from pytest_mlproject.process import run_command
 
     find = shlex.join([uv, "python", "find", "--system", "--no-project", query])
     version = "import platform; print(platform.python_version())"
@@ -714,7 +714,7 @@ def _uv(
     doing: str,
     declared: DeclaredEnvironment | None = None,
 ) -> None:
-    from pytest_mlproject.local import run_command
+    from pytest_mlproject.process import run_command
 
     if deadline is not None and time.monotonic() >= deadline:
         raise BuildTimeout(f"timed out before {doing}")
