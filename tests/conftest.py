@@ -54,8 +54,8 @@ _HOST_VARIABLES = (
 @pytest.fixture(scope="session")
 def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder of wheels that uv installs from in every test (no index): ``demo_pkg`` 1.0 and
-    2.0 (``demo_pkg.__version__``, and a ``demo`` console script), a stand-in ``tabulate``
-    0.9.0 for fixtures/tutorial, and pip and setuptools from ensurepip's own wheels."""
+    2.0 (``demo_pkg.__version__``, and a ``demo`` console script), a stand-in ``texttable``
+    1.7.0 for fixtures/tutorial, and pip and setuptools from ensurepip's own wheels."""
     folder = tmp_path_factory.mktemp("wheelhouse")
     for version in ("1.0", "2.0"):
         source = f"__version__ = {version!r}\n\ndef main():\n    print('demo', __version__)\n"
@@ -65,14 +65,21 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 f"demo_pkg-{version}.dist-info/entry_points.txt",
                 "[console_scripts]\ndemo = demo_pkg:main\n",
             )
-    # Stand-in for the real package (this is no index): the same name, version and call.
+    # Stand-in for the real package (this is no index): the same name, version and calls.
     helpers.wheel(
         folder,
-        "tabulate",
-        "0.9.0",
+        "texttable",
+        "1.7.0",
         {
-            "tabulate.py": "def tabulate(rows, headers=()):\n"
-            "    return '\\n'.join(' | '.join(map(str, r)) for r in [list(headers), *rows])\n"
+            "texttable.py": "class Texttable:\n"
+            "    def __init__(self):\n"
+            "        self.rows = []\n"
+            "    def header(self, row):\n"
+            "        self.rows.insert(0, list(row))\n"
+            "    def add_row(self, row):\n"
+            "        self.rows.append(list(row))\n"
+            "    def draw(self):\n"
+            "        return '\\n'.join(' | '.join(map(str, r)) for r in self.rows)\n"
         },
     )
     bundled = Path(ensurepip.__file__).parent / "_bundled"

@@ -4,6 +4,7 @@ only (``conftest.wheelhouse``)."""
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from pathlib import Path
 
@@ -39,6 +40,8 @@ def built(env_dir: Path) -> list[str]:
 def test_the_tutorial_shaped_project_runs_as_declared_and_not_with_pytests_interpreter(
     pytester: pytest.Pytester,
 ) -> None:
+    # What the project needs must be missing here, or a run with pytest's interpreter passes.
+    assert importlib.util.find_spec("texttable") is None, "the test environment has texttable"
     shutil.copytree(REPO / "fixtures" / "tutorial", pytester.path / "tutorial")
     env_dir = pytester.path / "envs"
     result = pytester.runpytest(
@@ -61,7 +64,7 @@ def test_the_tutorial_shaped_project_runs_as_declared_and_not_with_pytests_inter
         [
             "*ran in: * with the current interpreter, * conda.yaml was not installed "
             "(env manager local)",
-            "ModuleNotFoundError: No module named 'tabulate'",
+            "ModuleNotFoundError: No module named 'texttable'",
         ]
     )
 
