@@ -30,12 +30,12 @@ import shutil
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pytest_mlproject import _fs, _yaml
+from pytest_mlproject import _fs, _yaml, indexes
 from pytest_mlproject.problems import MLprojectError
 from pytest_mlproject.spec import Project
 
@@ -57,18 +57,14 @@ __all__ = [
     "find_uv",
 ]
 
-EnvManager = Literal["uv", "local"]
-ENV_MANAGERS: tuple[EnvManager, ...] = ("uv", "local")
+EnvManager = Literal["uv", "virtualenv", "local"]
+ENV_MANAGERS: tuple[EnvManager, ...] = ("uv", "virtualenv", "local")
 #: MLflow's names we know but do not build with, and what to use instead.
 _REFUSED = {
     "conda": (
         "conda is not supported: use `uv`, which builds conda.yaml projects as "
         "`mlflow run --env-manager uv` does (python and the `pip:` list; other conda "
         "packages are left out with a warning), or `local`"
-    ),
-    "virtualenv": (
-        "virtualenv is not supported yet: use `uv`, which builds the same environment as "
-        "`mlflow run --env-manager virtualenv` (without pyenv), or `local`"
     ),
 }
 #: How ``_PythonEnv.get_dependencies_from_conda_yaml`` tells the conda packages it keeps.
@@ -83,7 +79,7 @@ _RECORD = "pytest-mlproject-env.json"
 #: Lines of uv's output kept in a build failure's message.
 _TAIL_LINES = 25
 #: Bump when the folder layout or the key changes, so older folders are not reused.
-_FORMAT = 1
+_FORMAT = 2
 
 
 class EnvFileError(MLprojectError):
@@ -179,6 +175,8 @@ def check_env_manager(value: str, where: str) -> EnvManager:
         return "uv"
     if name == "local":
         return "local"
+    if name == "virtualenv":
+        return "virtualenv"
     if name in _REFUSED:
         raise MLprojectError(f"{where}: {_REFUSED[name]}")
     raise MLprojectError(
@@ -435,16 +433,21 @@ def find_interpreter(
     uv: str | None = None,
     deadline: float | None = None,
     environ: Mapping[str, str] | None = None,
+    manager: EnvManager = "uv",
 ) -> Interpreter:
     """An interpreter with ``request``'s major.minor version: the one running this code when
     it fits, else the first that uv's discovery finds (no virtual environments, no downloads
-    unless ``UV_PYTHON_DOWNLOADS`` allows them). Raises :class:`PythonNotFoundError`."""
+    unless ``UV_PYTHON_DOWNLOADS`` allows them); for ``virtualenv``, ``pythonX.Y`` on
+    ``PATH`` first, and uv's discovery only when uv is there. Raises
+    :class:`PythonNotFoundError`."""
     wanted = _VERSION.match(request)
     if wanted is not None and (int(wanted[1]), int(wanted[2])) == sys.version_info[:2]:
         return _running_interpreter()
     query = f"{wanted[1]}.{wanted[2]}" if wanted is not None else request.strip()
-    uv = uv or find_uv()
     env = uv_environ(environ)
+    if manager == "virtualenv":
+        return _find_for_virtualenv(query, uv, env, deadline)
+    uv = uv or find_uv()
     found = _uv_find(uv, query, env, deadline)
     if found is None and _downloads_allowed(env):
         _uv(
@@ -461,6 +464,35 @@ def find_interpreter(
             "downloads one unless told to. Ways out: install Python "
             f"{query} (any patch level); or let uv download it "
             "(UV_PYTHON_DOWNLOADS=automatic); or run with the current interpreter: "
+            "--mlproject-env-manager local"
+        )
+    return found
+
+
+def _find_for_virtualenv(
+    query: str, uv: str | None, env: Mapping[str, str], deadline: float | None
+) -> Interpreter:
+    from pytest_mlproject.process import run_command
+
+    named = shutil.which(f"python{query}", path=env.get("PATH"))
+    if named is not None:
+        version = "import platform; print(platform.python_version())"
+        script = f"{shlex.quote(named)} -c {shlex.quote(version)}"
+        result = run_command(script, Path.cwd(), timeout=_remaining(deadline), env=dict(env))
+        if result.ok and result.stdout.strip().startswith(query):
+            return Interpreter(Path(named), result.stdout.strip())
+    if uv is None:
+        try:
+            uv = find_uv()
+        except BuildError:
+            uv = None
+    found = _uv_find(uv, query, env, deadline) if uv is not None else None
+    if found is None:
+        raise PythonNotFoundError(
+            f"Python {query} was not found on this machine (no python{query} on PATH), and "
+            "the virtualenv env manager never installs one (MLflow's installs it with "
+            f"pyenv). Ways out: install Python {query} (any patch level) and put "
+            f"python{query} on PATH; or run with the current interpreter: "
             "--mlproject-env-manager local"
         )
     return found
@@ -516,10 +548,25 @@ class Environment:
 Progress = Callable[[str], None]
 
 
+def index_config(
+    manager: EnvManager, project_dir: Path, environ: Mapping[str, str] | None = None
+) -> indexes.IndexConfig:
+    """Where a build installs from: for uv, uv's settings else pip's (handed to uv); for
+    virtualenv, pip's, which pip reads itself."""
+    if manager == "virtualenv":
+        return indexes.pip_index_config(os.environ if environ is None else environ)
+    return indexes.index_config(project_dir, environ)
+
+
 def environment_key(
-    manager: EnvManager, interpreter: Interpreter, declared: DeclaredEnvironment, project_dir: Path
+    manager: EnvManager,
+    interpreter: Interpreter,
+    declared: DeclaredEnvironment,
+    project_dir: Path,
+    environ: Mapping[str, str] | None = None,
 ) -> str:
-    """The name of the folder of this content: what decides what gets installed."""
+    """The name of the folder of this content: what decides what gets installed, the index
+    configuration included (credentials removed)."""
     build = [entry.text for entry in declared.build_dependencies]
     deps = [entry.text for entry in declared.dependencies]
     content = {
@@ -529,6 +576,7 @@ def environment_key(
         "build_dependencies": build,
         "dependencies": deps,
         "files": _referenced_files(build + deps, project_dir),
+        "index": index_config(manager, project_dir, environ).key(),
     }
     data = json.dumps(content, sort_keys=True).encode()
     return hashlib.sha256(data).hexdigest()[:24]
@@ -555,9 +603,11 @@ def ensure(
     if declared.python_error is not None:
         raise EnvFileError(f"{declared.file}:{declared.python_line}: {declared.python_error}")
     requested = declared.python_version()
-    uv = find_uv()
-    interpreter = find_interpreter(requested, uv=uv, deadline=deadline, environ=environ)
-    key = environment_key(manager, interpreter, declared, project.directory)
+    uv = find_uv() if manager == "uv" else None
+    interpreter = find_interpreter(
+        requested, uv=uv, deadline=deadline, environ=environ, manager=manager
+    )
+    key = environment_key(manager, interpreter, declared, project.directory, environ)
     final = env_dir / key
 
     notes = declared.notes()
@@ -587,22 +637,34 @@ def ensure(
         if (final / _RECORD).is_file():  # built by another process while we waited
             return done(False)
         _remove_leftovers(env_dir, key)
+        if final.exists():  # a virtualenv build that never completed
+            shutil.rmtree(final, ignore_errors=True)
         count = len(declared.requirements)
         if progress is not None:
             progress(
                 f"building environment for {project.name} ({declared.file.name}, Python "
                 f"{interpreter.version}): {count} package{'s' if count != 1 else ''} ..."
             )
-        _build(
-            project,
-            declared=declared,
-            interpreter=interpreter,
-            uv=uv,
-            env_dir=env_dir,
-            key=key,
-            deadline=deadline,
-            environ=environ,
-        )
+        if uv is None:
+            _build_virtualenv(
+                project,
+                declared=declared,
+                interpreter=interpreter,
+                final=final,
+                deadline=deadline,
+                environ=environ,
+            )
+        else:
+            _build(
+                project,
+                declared=declared,
+                interpreter=interpreter,
+                uv=uv,
+                env_dir=env_dir,
+                key=key,
+                deadline=deadline,
+                environ=environ,
+            )
         result = done(True)
         if progress is not None:
             progress(f"done in {result.duration:.1f} s")
@@ -649,6 +711,9 @@ def _build(
 ) -> None:
     temporary = env_dir.resolve() / f".{key}.tmp-{uuid.uuid4().hex[:12]}"
     env = uv_environ(environ)
+    index = indexes.index_config(project.directory, env)
+    env.update(index.uv_environ(env))
+    secrets = index.secrets()
     try:
         _uv(
             [
@@ -670,24 +735,94 @@ def _build(
                 "".join(_absolute(entry.text, project.directory) + "\n" for entry in group)
             )
             _uv(
-                [uv, "pip", "install", "--python", str(python), "-r", str(listing)],
+                [
+                    uv, "pip", "install", "--python", str(python),
+                    *index.uv_args(), "-r", str(listing),
+                ],
                 project.directory,  # where MLflow installs from: `./pkg` resolves there
                 env,
                 deadline,
                 doing="installing " + ", ".join(entry.text for entry in group),
                 declared=declared,
-            )
+                secrets=secrets,
+            )  # fmt: skip
             listing.unlink()
-        record = {
-            "environment_file": str(declared.file),
-            "python": [str(interpreter.path), interpreter.version],
-            "build_dependencies": [entry.text for entry in declared.build_dependencies],
-            "dependencies": [entry.text for entry in declared.dependencies],
-        }
-        (temporary / _RECORD).write_text(json.dumps(record, indent=2) + "\n")
+        _write_record(temporary, declared, interpreter, index)
         os.rename(temporary, env_dir / key)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _build_virtualenv(
+    project: Project,
+    *,
+    declared: DeclaredEnvironment,
+    interpreter: Interpreter,
+    final: Path,
+    deadline: float | None,
+    environ: Mapping[str, str] | None,
+) -> None:
+    """The stdlib's ``venv`` (pip from the interpreter's own ensurepip wheels, no download)
+    and ``pip install``, reading pip's configuration as it always does. Built in place (a
+    venv cannot be moved): complete once the record is there, removed if the build fails."""
+    env = uv_environ(environ)
+    env.setdefault("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+    index = indexes.pip_index_config(env)
+    secrets = index.secrets()
+    try:
+        _uv(
+            [str(interpreter.path), "-m", "venv", str(final)],
+            project.directory,
+            env,
+            deadline,
+            doing=f"creating the environment with Python {interpreter.version}",
+            declared=declared,
+            tool="venv",
+            secrets=secrets,
+        )
+        python = final / "bin" / "python"
+        for group in (declared.build_dependencies, declared.dependencies):
+            if not group:
+                continue
+            listing = final / f"requirements-{uuid.uuid4().hex[:8]}.txt"
+            listing.write_text(
+                "".join(_absolute(entry.text, project.directory) + "\n" for entry in group)
+            )
+            _uv(
+                [str(python), "-m", "pip", "install", "-r", str(listing)],
+                project.directory,
+                env,
+                deadline,
+                doing="installing " + ", ".join(entry.text for entry in group),
+                declared=declared,
+                tool="pip",
+                secrets=secrets,
+            )
+            listing.unlink()
+        _write_record(final, declared, interpreter, index)
+    except BaseException:
+        shutil.rmtree(final, ignore_errors=True)
+        raise
+
+
+def _write_record(
+    folder: Path,
+    declared: DeclaredEnvironment,
+    interpreter: Interpreter,
+    index: indexes.IndexConfig,
+) -> None:
+    """What the environment holds; written last, whole (by rename), so its presence says the
+    environment is complete. Index URLs are written with credentials removed."""
+    record = {
+        "environment_file": str(declared.file),
+        "python": [str(interpreter.path), interpreter.version],
+        "build_dependencies": [entry.text for entry in declared.build_dependencies],
+        "dependencies": [entry.text for entry in declared.dependencies],
+        "index": index.describe(),
+    }
+    partial = folder / f".{_RECORD}.tmp"
+    partial.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(partial, folder / _RECORD)
 
 
 def _absolute(text: str, directory: Path) -> str:
@@ -713,8 +848,13 @@ def _uv(
     *,
     doing: str,
     declared: DeclaredEnvironment | None = None,
+    tool: str = "uv",
+    secrets: Iterable[str] = (),
 ) -> None:
+    """Run a build step; :class:`BuildError` with the tool's words, credentials removed."""
     from pytest_mlproject.process import run_command
+    from pytest_mlproject.redact import MIN_SECRET_LENGTH, scrub
+    from pytest_mlproject.sources import redact
 
     if deadline is not None and time.monotonic() >= deadline:
         raise BuildTimeout(f"timed out before {doing}")
@@ -726,14 +866,19 @@ def _uv(
         raise BuildTimeout(f"{where}timed out {doing}; its processes were killed")
     output = (result.stderr + result.stdout).rstrip("\n").splitlines()
     tail = output[-_TAIL_LINES:]
-    lines = [f"{where}uv failed {doing} ({result.describe()})"]
+    lines = [f"{where}{tool} failed {doing} ({result.describe()})"]
     reported = _reported_requirement(output)
     if reported is not None:
-        lines.append(f"uv reports: {reported}")
+        lines.append(f"{tool} reports: {reported}")
     if tail:
-        lines.append(f"--- last {len(tail)} lines of uv's output ---")
+        lines.append(f"--- last {len(tail)} lines of {tool}'s output ---")
         lines.extend(tail)
-    raise BuildError("\n".join(lines))
+    known = {
+        value
+        for value in set(secrets) | indexes.url_secrets("\n".join(lines))
+        if len(value) >= MIN_SECRET_LENGTH
+    }
+    raise BuildError(redact(scrub("\n".join(lines), known)))
 
 
 def _reported_requirement(output: list[str]) -> str | None:
@@ -744,6 +889,6 @@ def _reported_requirement(output: list[str]) -> str | None:
         text = line.strip().removeprefix("cause:").strip()
         if "Because " in text:
             return text[text.index("Because ") :]
-        if text.startswith("error:"):
-            errors.append(text.removeprefix("error:").strip())
+        if text.lower().startswith("error:"):
+            errors.append(text[len("error:") :].strip())
     return errors[0] if errors else None

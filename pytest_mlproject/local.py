@@ -87,8 +87,9 @@ def prepare_environment(
     timeout: float | None = None,
     progress: Progress | None = None,
 ) -> Environment | None:
-    """The environment a run of ``project`` uses: built (or found) for ``uv`` when the
-    project declares one, ``None`` to run with the current interpreter. Raises
+    """The environment a run of ``project`` uses: built (or found) for ``uv`` and
+    ``virtualenv`` when the project declares one, ``None`` to run with the current
+    interpreter. Raises
     :class:`~pytest_mlproject.envs.BuildError` and
     :class:`~pytest_mlproject.envs.EnvFileError`."""
     if env_manager == "local":
@@ -129,7 +130,8 @@ def run_entry_point(
 
     Relative ``path`` values resolve against ``base_dir`` (default: the current directory,
     as in MLflow). ``commit`` defaults to the commit of the project's Git repository.
-    ``env_manager="uv"`` runs it in the environment the project declares, built in
+    ``env_manager="uv"`` (or ``"virtualenv"``) runs it in the environment the project
+    declares, built in
     ``env_dir`` (default: :func:`~pytest_mlproject.envs.default_env_dir`) if it is not there
     yet; the build counts against ``timeout``, and ``progress`` hears about it.
     Raises :class:`NotRunnableError` for ``docker_env`` projects, the errors of

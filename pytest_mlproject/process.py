@@ -114,7 +114,8 @@ class RunResult:
     stdout_dropped: int = 0
     stderr_dropped: int = 0
     entry_point: str | None = None
-    #: ``uv`` (the environment the project declares) or ``local`` (the current interpreter).
+    #: ``uv`` or ``virtualenv`` (the environment the project declares) or ``local`` (the
+    #: current interpreter).
     env_manager: str = "local"
 
     @property

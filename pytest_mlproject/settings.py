@@ -238,14 +238,15 @@ class _Reader:
         value = document.get("env_manager")
         if value is None:
             return None
-        if isinstance(value, str) and value.strip().lower() in ("uv", "local"):
+        if isinstance(value, str) and value.strip().lower() in ("uv", "virtualenv", "local"):
             return value.strip().lower()
         hint = " (MLflow runs conda projects under uv too)" if value == "conda" else ""
         self.problem(
             document.line_of("env_manager"),
             "MLP803",
             f"`env_manager` is {value!r}; give `uv` (build the environment the project "
-            f"declares) or `local` (use the interpreter running pytest){hint}",
+            "declares), `virtualenv` (build it with venv and pip) or `local` (use the "
+            f"interpreter running pytest){hint}",
         )
         return None
 

@@ -185,7 +185,10 @@ def test_the_project_setting_wins_and_a_project_without_environment_runs_locally
     ("value", "message"),
     [
         ("conda", "conda is not supported: use `uv`, which builds conda.yaml projects as"),
-        ("docker", "Invalid value for `env_manager`: docker. Must be one of ['uv', 'local']"),
+        (
+            "docker",
+            "Invalid value for `env_manager`: docker. Must be one of ['uv', 'virtualenv', 'local']",
+        ),
     ],
 )
 def test_an_env_manager_we_do_not_build_with_is_a_usage_error(
@@ -207,7 +210,8 @@ def test_a_bad_env_manager_in_the_settings_file_is_reported(pytester: pytest.Pyt
     result.stdout.fnmatch_lines(
         [
             "*pytest-mlproject.yaml:1: MLP803 `env_manager` is 'conda'; give `uv` (build the "
-            "environment the project declares) or `local` (use the interpreter running "
-            "pytest) (MLflow runs conda projects under uv too)"
+            "environment the project declares), `virtualenv` (build it with venv and pip) or "
+            "`local` (use the interpreter running pytest) (MLflow runs conda projects under "
+            "uv too)"
         ]
     )

@@ -175,14 +175,18 @@ def test_requirement_files_resolve_from_the_project_folder_here_and_for_databric
     ("value", "message"),
     [
         ("conda", "conda is not supported: use `uv`, which builds conda.yaml projects"),
-        ("virtualenv", "virtualenv is not supported yet: use `uv`"),
-        ("pyenv", r"Invalid value for `env_manager`: pyenv\. Must be one of \['uv', 'local'\]"),
+        (
+            "pyenv",
+            r"Invalid value for `env_manager`: pyenv\. Must be one of "
+            r"\['uv', 'virtualenv', 'local'\]",
+        ),
     ],
 )
 def test_env_managers_we_do_not_build_with_are_refused(value: str, message: str) -> None:
     with pytest.raises(MLprojectError, match="^--mlproject-env-manager: " + message):
         envs.check_env_manager(value, "--mlproject-env-manager")
     assert envs.check_env_manager(" UV ", "x") == "uv"
+    assert envs.check_env_manager("virtualenv", "x") == "virtualenv"
 
 
 def test_default_env_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

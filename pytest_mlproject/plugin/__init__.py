@@ -62,9 +62,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--mlproject-env-manager",
         default=None,
-        metavar="{uv,local}",
+        metavar="{uv,virtualenv,local}",
         help="how a local run gets its Python environment, as `mlflow run --env-manager`: uv "
-        "builds the one the project declares (the default when it declares one), local uses "
+        "builds the one the project declares (the default when it declares one), virtualenv "
+        "builds it with venv and pip (for machines without uv), local uses "
         "this interpreter. Ini: mlproject_env_manager.",
     )
     group.addoption(
@@ -139,7 +140,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("mlproject_timeout", "time limit of each local run, in seconds.", default="")
     parser.addini(
-        "mlproject_env_manager", "how a local run gets its environment: uv or local.", default=""
+        "mlproject_env_manager",
+        "how a local run gets its environment: uv, virtualenv or local.",
+        default="",
     )
     parser.addini("mlproject_env_dir", "where built environments are kept.", default="")
     parser.addini("mlproject_summary", "append a Markdown summary to this file.", default="")
