@@ -745,6 +745,7 @@ def _build(
                 doing="installing " + ", ".join(entry.text for entry in group),
                 declared=declared,
                 secrets=secrets,
+                source=index.describe(),
             )  # fmt: skip
             listing.unlink()
         _write_record(temporary, declared, interpreter, index)
@@ -797,6 +798,7 @@ def _build_virtualenv(
                 declared=declared,
                 tool="pip",
                 secrets=secrets,
+                source=index.describe(),
             )
             listing.unlink()
         _write_record(final, declared, interpreter, index)
@@ -850,6 +852,7 @@ def _uv(
     declared: DeclaredEnvironment | None = None,
     tool: str = "uv",
     secrets: Iterable[str] = (),
+    source: str | None = None,
 ) -> None:
     """Run a build step; :class:`BuildError` with the tool's words, credentials removed."""
     from pytest_mlproject.process import run_command
@@ -870,6 +873,8 @@ def _uv(
     reported = _reported_requirement(output)
     if reported is not None:
         lines.append(f"{tool} reports: {reported}")
+    if source is not None:
+        lines.append(f"packages from: {source}")
     if tail:
         lines.append(f"--- last {len(tail)} lines of {tool}'s output ---")
         lines.extend(tail)

@@ -124,7 +124,7 @@ class IndexConfig:
     def describe(self) -> str:
         """In words, credentials removed: ``pip's configuration (PIP_INDEX_URL): ...``."""
         if self.source == "none":
-            return "no index configuration (uv's default index)"
+            return "no index configuration (the default index, PyPI)"
         where = ", ".join(self.origins)
         if self.source == "uv":
             return f"uv's own configuration ({where})"

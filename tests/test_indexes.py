@@ -197,6 +197,9 @@ def test_a_wrong_password_fails_the_build_and_is_not_shown_either(
     result.stdout.fnmatch_lines(
         [
             "*python_env.yaml: uv failed installing private-pkg==1.0 (exit code *",
+            "uv reports: Because private-pkg was not found in the package registry*",
+            "packages from: pip's configuration (PIP_INDEX_URL): index "
+            "http://***@127.0.0.1:*/simple",
         ]
     )
     assert wrong not in shown
@@ -314,4 +317,17 @@ def test_url_passwords_in_variables_are_scrubbed_from_what_a_run_prints() -> Non
     assert (
         redact.scrub("https://u:pw@h/x and git@github.com:o/r")
         == "https://***@h/x and git@github.com:o/r"
+    )
+
+
+def test_virtualenv_never_installs_a_missing_python() -> None:
+    from pytest_mlproject import envs
+
+    with pytest.raises(envs.PythonNotFoundError) as caught:
+        envs.find_interpreter("3.2", manager="virtualenv")
+    assert str(caught.value) == (
+        "Python 3.2 was not found on this machine (no python3.2 on PATH), and the virtualenv "
+        "env manager never installs one (MLflow's installs it with pyenv). Ways out: install "
+        "Python 3.2 (any patch level) and put python3.2 on PATH; or run with the current "
+        "interpreter: --mlproject-env-manager local"
     )
