@@ -1,4 +1,5 @@
-"""Declared environments: derived as MLflow derives them, built with uv, kept and shared.
+"""Declared environments: derived as MLflow derives them, built with uv (or with venv and pip
+for ``virtualenv``), kept and shared.
 
 What ``mlflow run --env-manager uv`` does (``mlflow/projects/backend/local.py``,
 ``mlflow/utils/virtualenv.py``, ``_PythonEnv.from_conda_yaml``), with these differences:
@@ -8,7 +9,9 @@ What ``mlflow run --env-manager uv`` does (``mlflow/projects/backend/local.py``,
   requirement files they reference (MLflow leaves the interpreter out);
 - it is built in a temporary folder under a file lock and renamed into place when complete,
   so concurrent sessions and pytest-xdist workers build it once, and an interrupted or
-  failed build is never reused (MLflow reuses any folder that exists);
+  failed build is never reused (MLflow reuses any folder that exists); a ``virtualenv``
+  build, which cannot be moved, is made in place under the same lock and counts as complete
+  only once its record is written;
 - the Python version is never downloaded unless ``UV_PYTHON_DOWNLOADS`` allows it: a
   missing version is an error that names it, never another version silently.
 

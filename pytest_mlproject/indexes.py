@@ -10,7 +10,8 @@ never reads. So a uv build uses, in this order:
 2. Otherwise pip's, read as pip reads them: the files (global, then user, then site, then
    ``PIP_CONFIG_FILE``; ``[global]`` then ``[install]``), overridden by ``PIP_*`` variables,
    and handed to uv as flags (``--index-url``, ``--extra-index-url``, ``--find-links``,
-   ``--no-index``, ``--allow-insecure-host``, ``--constraint``) and ``SSL_CERT_FILE``.
+   ``--no-index``, ``--allow-insecure-host``, ``--constraint``, ``--keyring-provider``) and
+   ``SSL_CERT_FILE``.
 
 A ``virtualenv`` build runs pip itself, which reads its own configuration: nothing is added.
 
@@ -80,6 +81,8 @@ class IndexConfig:
     trusted_hosts: tuple[str, ...] = ()
     cert: str | None = None
     constraints: tuple[str, ...] = ()
+    #: pip's ``keyring-provider`` (``subprocess`` is the one uv supports too).
+    keyring_provider: str | None = None
     #: For ``uv``: the index variables and what the configuration files hold (a digest).
     uv_settings: tuple[tuple[str, str], ...] = field(default=())
 
@@ -100,6 +103,8 @@ class IndexConfig:
             args += ["--allow-insecure-host", host]
         for constraint in self.constraints:
             args += ["--constraint", constraint]
+        if self.keyring_provider in ("subprocess", "disabled"):  # uv knows these two
+            args += ["--keyring-provider", self.keyring_provider]
         return args
 
     def uv_environ(self, environ: Mapping[str, str]) -> dict[str, str]:
@@ -118,6 +123,7 @@ class IndexConfig:
             "no_index": self.no_index,
             "trusted_hosts": list(self.trusted_hosts),
             "constraints": [_digest_named(path) for path in self.constraints],
+            "keyring_provider": self.keyring_provider,
             "uv": [[name, redact(value)] for name, value in self.uv_settings],
         }
 
@@ -275,6 +281,7 @@ def pip_index_config(env: Mapping[str, str]) -> IndexConfig:
         trusted_hosts=_many(values.get("trusted-host")),
         cert=values.get("cert", "").strip() or None,
         constraints=_many(values.get("constraint")),
+        keyring_provider=values.get("keyring-provider", "").strip().lower() or None,
     )
     if not any(values.get(name, "").strip() for name in _OPTIONS):
         return IndexConfig("none")
@@ -283,6 +290,7 @@ def pip_index_config(env: Mapping[str, str]) -> IndexConfig:
 
 _OPTIONS = (
     "index-url", "extra-index-url", "find-links", "no-index", "trusted-host", "cert", "constraint",
+    "keyring-provider",
 )  # fmt: skip
 
 

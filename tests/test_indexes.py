@@ -259,6 +259,7 @@ def test_pip_files_are_read_in_pips_order_and_variables_win(
     given.write_text(
         "[global]\nextra-index-url =\n    https://a.example/simple\n    https://b.example/simple\n"
         "[install]\nfind-links = /wheels /more-wheels\nconstraint = /c.txt\ncert = /etc/ca.pem\n"
+        "keyring_provider = subprocess\n"
     )
     monkeypatch.setenv("PIP_CONFIG_FILE", str(given))
     files = indexes.pip_config_files()
@@ -273,6 +274,7 @@ def test_pip_files_are_read_in_pips_order_and_variables_win(
         "--find-links", "/wheels", "--find-links", "/more-wheels",
         "--allow-insecure-host", "system.example",
         "--constraint", "/c.txt",
+        "--keyring-provider", "subprocess",
     ]  # fmt: skip
     assert config.uv_environ({}) == {"SSL_CERT_FILE": "/etc/ca.pem"}
     monkeypatch.setenv("PIP_INDEX_URL", "https://me:tok3n-abcdef@env.example/simple")
