@@ -213,6 +213,121 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     return []
 
 
+class _Unusual(Exception):
+    """The document needs PyYAML's general constructor (merge keys, explicit tags...)."""
+
+
+_STR_TAG = "tag:yaml.org,2002:str"
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+#: Keys that ``flatten_mapping`` rewrites (merges, `=`): left to PyYAML.
+_FLATTENED_KEY_TAGS = frozenset({_MERGE_TAG, "tag:yaml.org,2002:value"})
+#: Scalar tags the fast path builds with the safe loader's own constructor functions.
+_SCALAR_CONSTRUCTORS: dict[str, Any] = {
+    tag: _BaseLoader.yaml_constructors[tag]
+    for tag in (
+        "tag:yaml.org,2002:null",
+        "tag:yaml.org,2002:bool",
+        "tag:yaml.org,2002:int",
+        "tag:yaml.org,2002:float",
+        "tag:yaml.org,2002:timestamp",
+        "tag:yaml.org,2002:binary",
+    )
+}
+
+
+def _fits(root: yaml.Node, limits: Limits) -> bool:
+    """Whether the document is certainly within the limits, found without any bookkeeping.
+
+    Counts every node with aliases written out, and gives up (``False``) as soon as the count
+    or the depth passes a limit, so a hostile document costs at most the limits' worth of
+    steps here; :func:`_measure` then says exactly where and why. A recursive alias always
+    passes the depth limit. Within the limits, :func:`_measure` would find nothing either:
+    its sizes and heights are those counted here, and the root's are the largest.
+    """
+    budget = [limits.max_expanded_nodes - 1]  # the root
+    max_depth = limits.max_depth
+    scalar, mapping = yaml.ScalarNode, yaml.MappingNode
+
+    def count(node: yaml.Node, depth: int) -> bool:
+        children = node.value
+        if node.__class__ is mapping:
+            children = [child for pair in children for child in pair]
+        if not children:
+            return True
+        budget[0] -= len(children)
+        if budget[0] < 0 or depth >= max_depth:
+            return False
+        return all(child.__class__ is scalar or count(child, depth + 1) for child in children)
+
+    return max_depth >= 1 and budget[0] >= 0 and (root.__class__ is scalar or count(root, 1))
+
+
+def _build(loader: _LineLoader, root: yaml.Node) -> Any:
+    """What ``construct_document`` gives, built directly from the nodes of a plain document
+    (standard tags, no merge keys): no generators, no per-node bookkeeping but one dictionary
+    for shared (aliased) collections. Containers are filled in the order PyYAML fills them
+    (breadth first), so duplicate keys are reported in the same order. Raises
+    :class:`_Unusual` for anything else, before any side effect."""
+    made: dict[int, Any] = {}
+    pending: list[tuple[Any, yaml.Node]] = []
+    duplicates = loader.duplicates
+    mapping_node, sequence_node, scalar_node = yaml.MappingNode, yaml.SequenceNode, yaml.ScalarNode
+
+    def value(node: yaml.Node) -> Any:
+        kind, tag = node.__class__, node.tag
+        if kind is scalar_node:
+            if tag == _STR_TAG:
+                return node.value
+            constructor = _SCALAR_CONSTRUCTORS.get(tag)
+            if constructor is None:
+                raise _Unusual
+            return constructor(loader, node)
+        known = made.get(id(node))
+        if known is not None:
+            return known
+        data: YamlMap | YamlSeq
+        if kind is mapping_node and tag == _MAP_TAG:
+            data = YamlMap()
+            data.key_lines = {}
+        elif kind is sequence_node and tag == _SEQ_TAG:
+            data = YamlSeq()
+            data.item_lines = [child.start_mark.line + 1 for child in node.value]
+        else:
+            raise _Unusual
+        data.line = node.start_mark.line + 1
+        made[id(node)] = data
+        pending.append((data, node))
+        return data
+
+    result = value(root)
+    index = 0
+    while index < len(pending):
+        data, node = pending[index]
+        index += 1
+        if isinstance(data, YamlSeq):
+            data.extend([value(child) for child in node.value])
+            continue
+        key_lines = data.key_lines
+        for key_node, value_node in node.value:
+            if key_node.tag in _FLATTENED_KEY_TAGS:
+                raise _Unusual
+            key = value(key_node)
+            if not isinstance(key, Hashable):
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    "found unhashable key",
+                    key_node.start_mark,
+                )
+            line = key_node.start_mark.line + 1
+            if key in key_lines:
+                duplicates.append(Duplicate(key, line, key_lines[key]))
+            data[key] = value(value_node)
+            key_lines[key] = line
+    return result
+
+
 def parse(data: bytes | str, limits: Limits = DEFAULT_LIMITS) -> tuple[Any, list[Duplicate]]:
     """Parse one YAML document; return its value and the duplicate keys it had.
 
@@ -225,7 +340,12 @@ def parse(data: bytes | str, limits: Limits = DEFAULT_LIMITS) -> tuple[Any, list
         node = loader.get_single_node()
         if node is None:
             return None, []
-        _measure(node, limits)
+        if not _fits(node, limits):
+            _measure(node, limits)
+        try:
+            return _build(loader, node), loader.duplicates
+        except _Unusual:
+            loader.duplicates = []
         return loader.construct_document(node), loader.duplicates
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
