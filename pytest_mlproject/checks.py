@@ -12,14 +12,13 @@ import ast
 import codecs
 import difflib
 import re
-import shlex
 import string
 import urllib.parse
 from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pytest_mlproject import _fs, _yaml
+from pytest_mlproject import _fs, _shell, _yaml
 from pytest_mlproject.problems import Problem
 from pytest_mlproject.spec import (
     ENTRY_POINT_KEYS,
@@ -48,7 +47,6 @@ PYTHON_ENV_KEYS = frozenset({"python", "build_dependencies", "dependencies"})
 _INTERPRETERS = {"python", "python3", "bash", "sh", "zsh", "Rscript"}
 _SCRIPT_SUFFIXES = (".py", ".sh", ".R", ".r")
 _KEY_TYPO = re.compile(r"^(type|default)\s*[:=\s]\s*(\S.*)$")
-_SHELL_SEPARATORS = re.compile(r"&&|\|\||[;|&\n]")
 _QUOTED_PLACEHOLDER = re.compile(r"(?=(['\"])\{([^{}]*)\}\1)")
 
 Rule = Callable[[Project], Iterable[Problem]]
@@ -771,14 +769,7 @@ def _scripts(project: Project, ep: EntryPoint, line: int) -> Iterator[Problem]:
 
 def _scripts_run_by(command: str) -> Iterator[str]:
     """Relative script paths that a command runs, as far as can be told without a shell."""
-    text = command.replace("\\\n", " ")
-    for part in _SHELL_SEPARATORS.split(text):
-        try:
-            words = shlex.split(part)
-        except ValueError:
-            continue
-        while words and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", words[0]):
-            words = words[1:]  # FOO=bar python x.py
+    for words in _shell.simple_commands(command):  # FOO=bar left out of `FOO=bar python x.py`
         if not words:
             continue
         script: str | None = None

@@ -11,12 +11,11 @@ check that guesses would cry wolf on code that works.
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pytest_mlproject import _fs, _yaml
+from pytest_mlproject import _fs, _shell, _yaml
 from pytest_mlproject.problems import Problem
 from pytest_mlproject.spec import EntryPoint, Project
 
@@ -28,7 +27,6 @@ SNIPPET = (
     'repos = NULL) else install.packages("SparkR")'
 )
 
-_SHELL_SEPARATORS = re.compile(r"&&|\|\||[;|&\n]")
 _NOT_LITERAL = re.compile(r"[{}$`*?]")
 #: Calls that load SparkR whatever their arguments (a session needs the package loaded).
 _SESSION_CALLS = {"sparkR.session", "sparkR.init"}
@@ -193,14 +191,7 @@ def scripts_run_by(command: str) -> Iterator[str]:
     """The R scripts a command runs, in order: ``Rscript FILE``, and the literal file of each
     ``source`` / ``mlflow_source`` call in ``Rscript -e EXPR``. Script names that are not
     literal (a placeholder, a variable) are left out."""
-    text = command.replace("\\\n", " ")
-    for part in _SHELL_SEPARATORS.split(text):
-        try:
-            words = shlex.split(part)
-        except ValueError:
-            continue
-        while words and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", words[0]):
-            words = words[1:]  # R_LIBS=... Rscript train.R
+    for words in _shell.simple_commands(command):  # R_LIBS=... left out of `R_LIBS=... Rscript`
         if not words or Path(words[0]).name != "Rscript":
             continue
         arguments, expressions = iter(words[1:]), False
