@@ -47,11 +47,15 @@ class MLprojectFile(pytest.File):
         yield ProblemsItem.from_parent(self, name=SPEC_ITEM, problems=whole, line=1)
         if context is None:
             return
+        options = _settings(self)
+        # Only items that run an entry point need the project afterwards; a session that
+        # only checks lets it go (its document, lines and settings) once collected.
+        kept = context if options.run or options.databricks.submit else None
         for entry in context.project.entry_points.values():
             yield EntryPointNode.from_parent(
                 self,
                 name=node_name(entry.name),
-                context=context,
+                context=kept,
                 entry_point=entry,
                 problems=tuple(p for p in problems if p.entry_point == entry.name),
             )
@@ -84,12 +88,13 @@ class EntryPointNode(pytest.Collector):
     def __init__(
         self,
         *,
-        context: ProjectContext,
+        context: ProjectContext | None,
         entry_point: spec.EntryPoint,
         problems: tuple[Problem, ...],
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        #: ``None`` in a session that only checks (nothing to run).
         self.context = context
         self.entry_point = entry_point
         self.problems = problems
@@ -98,6 +103,8 @@ class EntryPointNode(pytest.Collector):
         yield ProblemsItem.from_parent(
             self, name="check", problems=self.problems, line=self.entry_point.line
         )
+        if self.context is None:
+            return
         if _settings(self).run:
             from pytest_mlproject.plugin.localitem import RunItem
 
