@@ -10,6 +10,7 @@ refused with a line number instead of eating memory.
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from collections.abc import Hashable, Iterator
@@ -357,3 +358,22 @@ def parse(data: bytes | str, limits: Limits = DEFAULT_LIMITS) -> tuple[Any, list
         raise YamlReadError(YamlIssue("MLP101", 1, str(exc))) from None
     finally:
         loader.dispose()
+
+
+def parse_file(
+    where: Path, data: bytes, limits: Limits = DEFAULT_LIMITS
+) -> tuple[Any, list[Duplicate]]:
+    """:func:`parse` for a file that several descriptors may name (an environment file, a
+    settings file): the same file with the same content is parsed once per process, however
+    many descriptors, rules and checks read it. ``where`` is the file's resolved path; the
+    content is part of the key, so a file that changes is parsed again. The value is shared:
+    callers read it and never change it."""
+    value, duplicates = _parse_once(str(where), data, limits)
+    return value, list(duplicates)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_once(where: str, data: bytes, limits: Limits) -> tuple[Any, tuple[Duplicate, ...]]:
+    del where  # part of the key only: two files with the same text stay two entries
+    value, duplicates = parse(data, limits)
+    return value, tuple(duplicates)

@@ -223,21 +223,22 @@ def environment(project: Project) -> Iterator[Problem]:
         # Not read either: a pull request must not make CI print lines of files elsewhere.
         return
     if key == "python_env":
-        yield from _python_env_file(env_file)
+        yield from _python_env_file(env_file, target)
     else:
-        yield from _conda_file(env_file)
+        yield from _conda_file(env_file, target)
 
 
 def _env_document(
-    env_file: Path, code: str, not_a_mapping: str
+    env_file: Path, target: Path, code: str, not_a_mapping: str
 ) -> tuple[_yaml.YamlMap | None, list[Problem]]:
-    """The environment file as a mapping, or the problems that say why it is not one."""
+    """The environment file (``target``: links followed) as a mapping, or the problems that
+    say why it is not one."""
     try:
         # Never the whole file, and never a FIFO or a device: either would hang the session.
         data = _yaml.read_head(env_file, _yaml.DEFAULT_LIMITS.max_bytes)
         if len(data) > _yaml.DEFAULT_LIMITS.max_bytes:
             raise ValueError("larger than the size limit")
-        value, _ = _yaml.parse(data)
+        value, _ = _yaml.parse_file(target, data)
     except _yaml.YamlReadError as exc:
         return None, [Problem(env_file, exc.issue.line, code, f"{exc.issue.message}; fix the YAML")]
     except (OSError, ValueError) as exc:
@@ -247,9 +248,10 @@ def _env_document(
     return value, []
 
 
-def _python_env_file(env_file: Path) -> Iterator[Problem]:
+def _python_env_file(env_file: Path, target: Path) -> Iterator[Problem]:
     doc, problems = _env_document(
         env_file,
+        target,
         "MLP308",
         "a python_env file must be a mapping with `python`, `build_dependencies` and "
         "`dependencies`; MLflow fails to build the environment from it",
@@ -298,9 +300,10 @@ def _written_value(path: Path, line: int) -> str | None:
     return match.group(1) if match else None
 
 
-def _conda_file(env_file: Path) -> Iterator[Problem]:
+def _conda_file(env_file: Path, target: Path) -> Iterator[Problem]:
     doc, problems = _env_document(
         env_file,
+        target,
         "MLP309",
         "a conda environment file must be a mapping with `dependencies:`; "
         "conda cannot create an environment from it",

@@ -235,7 +235,9 @@ def _read(env_file: Path) -> _yaml.YamlMap:
         data = _yaml.read_head(env_file, _yaml.DEFAULT_LIMITS.max_bytes)
         if len(data) > _yaml.DEFAULT_LIMITS.max_bytes:
             raise fail(1, "the environment file is larger than the size limit")
-        document, _ = _yaml.parse(data)
+        target = _fs.resolved(env_file)
+        # The rules read the same file: parsed once, whoever asks first.
+        document, _ = _yaml.parse(data) if target is None else _yaml.parse_file(target, data)
     except _yaml.YamlReadError as exc:
         raise fail(exc.issue.line, f"{exc.issue.message}; fix the YAML") from None
     except (OSError, ValueError) as exc:

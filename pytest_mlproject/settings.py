@@ -251,7 +251,8 @@ class _Reader:
         return None
 
     def parse(self, limits: _yaml.Limits) -> _yaml.YamlMap | None:
-        if not _inside(self.path.resolve(), self.path.parent.resolve()):
+        target = self.path.resolve()
+        if not _inside(target, self.path.parent.resolve()):
             # As for the descriptor: problems quote what they read, so a link in a pull
             # request must not make CI print lines of a file from elsewhere on the machine.
             self.problem(
@@ -284,7 +285,7 @@ class _Reader:
             self.problem(line, "MLP801", "the settings file is not UTF-8 text; save it as UTF-8")
             return None
         try:
-            document, duplicates = _yaml.parse(data, limits)
+            document, duplicates = _yaml.parse_file(target, data, limits)
         except _yaml.YamlReadError as exc:
             self.problem(
                 exc.issue.line,
