@@ -1,17 +1,18 @@
 """How long ``pytest --mlproject`` takes to check N descriptors, beside what it cannot beat.
 
 Run from the repository root with the project's virtualenv (``pip install -e '.[benchmark]'``
-brings MLflow's loader)::
+brings MLflow's loader, for ``--extra``)::
 
-    .venv/bin/python benchmarks/bench_check.py --sizes 100 1000 10000
-    .venv/bin/python benchmarks/bench_check.py --sizes 10000 --repeat 5 --profile
+    .venv/bin/python benchmarks/bench_check.py        # 100, 2,220, 10,000; start-up; both installs
+    .venv/bin/python benchmarks/bench_check.py --sizes 2220 --pairs 9 --startup 0
     .venv/bin/python benchmarks/bench_check.py --plugin-commit HEAD   # a commit, not the tree
 
 For each size N, the 111 corpus cases (``$MLPROJECT_CORPUS``, default ``../shared/corpus``)
 are copied, whole folders, into a temporary tree, cycling through the cases with a numeric
 suffix until there are N folders. The tree is deleted afterwards; nothing is written into the
-repository but the results, in ``benchmarks/out/`` (git-ignored). Each runner is a process
-of its own, timed from start to exit, its CPU time and peak RSS taken from its own rusage:
+repository but the results, in ``benchmarks/out/`` (git-ignored), and bytecode. Each runner is
+a process of its own, timed from start to exit, its CPU time and peak RSS taken from its own
+rusage:
 
 ``ours``
     ``pytest --mlproject -p no:cacheprovider -q``, default warning handling (no ``-W``) and
@@ -21,21 +22,21 @@ of its own, timed from start to exit, its CPU time and peak RSS taken from its o
     ``floor_plugin.py`` instead: the same nodes, failing and warning on the same items with
     the same text (recorded from an untimed run of ours with ``record_outcomes.py``), and
     doing nothing but parse each descriptor with PyYAML's C loader.
-``floor-pass``
-    the floor with every item passing (the issue's "floor without failures").
-``ours-tb-line``, ``floor-tb-line``
-    ours and the floor with ``--tb=line``, which skips pytest's per-failure scan of every
-    report (``_get_teardown_reports``), quadratic in a session this size.
-``mlflow``
-    a loop over MLflow's ``load_project`` on the same folders, exceptions caught.
-``yaml``
-    a loop of ``yaml.load(f, Loader=yaml.CSafeLoader)`` over the same descriptor files.
 
-The plugin measured is the one Python imports (the editable install: the working tree), or
-with ``--plugin-commit REF`` that commit's ``pytest_mlproject/``, exported to the temporary
-folder and put first on ``PYTHONPATH``. Times are medians over ``--repeat`` rounds, the
-runners taking turns within a round. Results go to ``benchmarks/out/bench_check.json`` and
-``.md``; ``--profile`` adds a cProfile of ours and of the floor at the largest size.
+Ours and the floor run in ``--pairs`` alternating pairs; the figure is the median of the
+pairs' ratios, so that the load of a shared machine falls on both sides alike. With
+``--extra``, once a pair: ``floor-pass`` (every item passing), ``ours-tb-line`` and
+``floor-tb-line`` (``--tb=line``, which skips pytest's per-failure scan of every report,
+quadratic in a session this size), ``mlflow`` (a loop over MLflow's ``load_project``) and
+``yaml`` (a loop of ``yaml.load(f, Loader=yaml.CSafeLoader)``).
+
+``--install`` says how the plugin is installed (see :class:`Install`): ``editable`` (the
+project's virtualenv) and ``wheel`` (a wheel of the working tree, or of ``--plugin-commit``,
+installed by pip into a fresh virtualenv). Untimed runs write bytecode for both sides (and
+pytest's rewritten plugin modules); timed runs only read it. ``--startup PAIRS`` compares
+``pytest --mlproject`` with ``pytest -p no:mlproject`` on one descriptor. Results go to
+``benchmarks/out/bench_check.json`` and ``.md``; ``--profile`` adds a cProfile of ours and of
+the floor at the largest size.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Sequence
@@ -75,14 +77,8 @@ LABELS = {
     "yaml": "bare YAML",
 }
 RUNNERS = tuple(LABELS)
-#: The ratios reported: (numerator, denominator).
-RATIOS = (
-    ("ours", "floor"),
-    ("ours", "floor-pass"),
-    ("ours-tb-line", "floor-tb-line"),
-    ("ours", "mlflow"),
-    ("ours", "yaml"),
-)
+#: The two runners measured in alternating pairs; the others, with --extra, once a pair.
+PAIR = ("ours", "floor")
 _SINGULAR = {"warnings": "warning", "errors": "error"}
 _COUNT = re.compile(r"(\d+) (failed|passed|skipped|errors?|warnings?|xfailed|xpassed)\b")
 
@@ -123,6 +119,8 @@ class Tree:
     """A temporary copy of N corpus cases, and what a real run of ours found in it."""
 
     root: Path
+    #: The interpreter of the install measured (see :class:`Install`).
+    python: str
     env: dict[str, str]
     folders: list[Path]
     descriptors: list[Path]
@@ -207,9 +205,14 @@ def measure(command: Sequence[str], cwd: Path, env: dict[str, str], log: Path) -
 
 
 def base_env(plugin: Path | None) -> dict[str, str]:
-    """The caller's environment without pytest's own variables; ``plugin`` first on the path."""
+    """The caller's environment without pytest's own variables; ``plugin`` first on the path.
+
+    Bytecode may be written: the untimed runs (calibration, the floor's collection check)
+    leave both sides' ``.pyc`` files, and pytest's rewritten ones for plugin modules, where
+    a user's first run leaves them. Timed runs only read them (:func:`timed`).
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     if plugin is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(plugin), env.get("PYTHONPATH")]))
     return env
@@ -220,23 +223,28 @@ def with_benchmarks_on_path(env: dict[str, str], **extra: str) -> dict[str, str]
     return {**env, "PYTHONPATH": path, **extra}
 
 
-def pytest_command(*flags: str) -> list[str]:
-    return [sys.executable, "-m", "pytest", *PYTEST_FLAGS, *flags, TREE]
+def timed(env: dict[str, str]) -> dict[str, str]:
+    """A timed run changes nothing on disk, for ours and the floor alike."""
+    return {**env, "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def pytest_command(python: str, *flags: str) -> list[str]:
+    return [python, "-m", "pytest", *PYTEST_FLAGS, *flags, TREE]
 
 
 def runner_command(runner: str, tree: Tree) -> tuple[list[str], dict[str, str]]:
     tb_line = ("--tb=line",) if runner.endswith("-tb-line") else ()
     if runner.startswith("ours"):
-        return pytest_command("--mlproject", *tb_line), tree.env
+        return pytest_command(tree.python, "--mlproject", *tb_line), tree.env
     if runner.startswith("floor"):
         env = with_benchmarks_on_path(tree.env)
         if runner != "floor-pass":
             env["MLPROJECT_FLOOR_OUTCOMES"] = str(tree.record)
-        return pytest_command(*FLOOR_FLAGS, *tb_line), env
+        return pytest_command(tree.python, *FLOOR_FLAGS, *tb_line), env
     paths = tree.folders if runner == "mlflow" else tree.descriptors
     listing = tree.root / f"{runner}-paths.txt"
     listing.write_text("".join(f"{path}\n" for path in paths), "utf-8")
-    return [sys.executable, str(HERE / "loops.py"), runner, str(listing)], tree.env
+    return [tree.python, str(HERE / "loops.py"), runner, str(listing)], tree.env
 
 
 def counts(summary: str) -> dict[str, int]:
@@ -249,7 +257,7 @@ def run_once(runner: str, tree: Tree) -> Measurement:
     """Measure one runner; stop the benchmark if it did not do what it stands for."""
     command, env = runner_command(runner, tree)
     log = tree.root / f"{runner}.log"
-    result = measure(command, tree.root, env, log)
+    result = measure(command, tree.root, timed(env), log)
     replays_ours = runner.startswith(("ours", "floor")) and runner != "floor-pass"
     expected = 1 if replays_ours and tree.failing else 0
     if result.returncode != expected:
@@ -266,19 +274,20 @@ def run_once(runner: str, tree: Tree) -> Measurement:
 # --- calibration ------------------------------------------------------------------------
 
 
-def build_tree(root: Path, cases: Sequence[Path], size: int, plugin: Path | None) -> Tree:
+def build_tree(root: Path, cases: Sequence[Path], size: int, install: Install) -> Tree:
     """Copy the cases, then run ours once (untimed) to record which items fail and warn."""
     (root / "pytest.ini").write_text("[pytest]\n", "utf-8")  # rootdir; no ini search upward
     folders = copy_cases(cases, size, root / TREE)
     record = root / "outcomes.json"
-    env = base_env(plugin)
+    env = base_env(install.plugin_path)
     recording = with_benchmarks_on_path(env, MLPROJECT_BENCH_RECORD=str(record))
-    command = pytest_command("--mlproject", "-p", "record_outcomes")
+    command = pytest_command(install.python, "--mlproject", "-p", "record_outcomes")
     run = measure(command, root, recording, root / "calibrate.log")
     data = json.loads(record.read_text("utf-8"))
     outcomes: dict[str, dict[str, Any]] = data["outcomes"]
     tree = Tree(
         root=root,
+        python=install.python,
         env=env,
         folders=folders,
         descriptors=descriptors_in(folders),
@@ -311,7 +320,7 @@ def plugin_imported(tree: Tree) -> str:
     """Where the runs import the plugin from (run where they run: the current folder counts)."""
     code = "import pytest_mlproject; print(pytest_mlproject.__file__)"
     return subprocess.run(
-        [sys.executable, "-c", code],
+        [tree.python, "-c", code],
         cwd=tree.root,
         env=tree.env,
         check=True,
@@ -320,44 +329,175 @@ def plugin_imported(tree: Tree) -> str:
     ).stdout.strip()
 
 
+# --- installs ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Install:
+    """How the plugin is installed for the runs: its interpreter, and a folder to put first on
+    ``PYTHONPATH`` (``--plugin-commit`` with an editable install)."""
+
+    name: str
+    python: str
+    plugin_path: Path | None = None
+    commit: str | None = None
+
+
+def editable_install(root: Path, plugin_ref: str | None) -> Install:
+    """The project's own virtualenv, where ``pip install -e`` put the working tree; with a
+    commit, that commit's ``pytest_mlproject/`` first on the path instead."""
+    if plugin_ref is None:
+        return Install("editable", sys.executable)
+    plugin = root / "plugin"
+    commit = export_plugin(plugin_ref, plugin)
+    return Install("editable", sys.executable, plugin, commit)
+
+
+def wheel_install(root: Path, plugin_ref: str | None) -> Install:
+    """A fresh virtualenv with the wheel built from the working tree (or a commit) installed
+    by pip, as users install a release; the dependencies are those of the project's virtualenv
+    (a ``.pth`` line), so both installs run the same pytest and PyYAML."""
+    source, commit = REPO, None
+    if plugin_ref is not None:
+        commit = git("rev-parse", "--verify", f"{plugin_ref}^{{commit}}").strip()
+        source = root / "source"
+        source.mkdir()
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", "--format=tar", commit],
+            check=True,
+            capture_output=True,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
+    wheels = root / "wheel"
+    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(wheels), str(source)], check=True)
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    ours = sysconfig.get_paths()["purelib"]
+    (Path(site) / "bench_dependencies.pth").write_text(f"{ours}\n", "utf-8")
+    wheel = next(wheels.glob("pytest_mlproject-*.whl"))
+    # pip compiles the installed modules, as it does for users.
+    # --ignore-installed: leave the editable install in the running environment alone.
+    install = [*pip, "install", "--no-deps", "--ignore-installed", "--prefix", str(venv)]
+    subprocess.run([*install, str(wheel)], check=True)
+    return Install("wheel", python, None, commit)
+
+
+INSTALLS = {"editable": editable_install, "wheel": wheel_install}
+
+
 # --- the benchmark ----------------------------------------------------------------------
 
 
 @dataclass
 class SizeResult:
+    install: str
     tree: Tree
     results: dict[str, Result]
     profiles: dict[str, Any]
     plugin_file: str
 
+    def pair_ratios(self, what: str) -> list[float]:
+        ours, floor = self.results["ours"].runs, self.results["floor"].runs
+        return [getattr(a, what) / getattr(b, what) for a, b in zip(ours, floor, strict=True)]
+
+    def ratio(self, what: str) -> float:
+        """The median of the pairs' ratios, ours / floor: load falls on both of a pair."""
+        return statistics.median(self.pair_ratios(what))
+
+    @property
+    def loads(self) -> list[float]:
+        return [run.load_before for result in self.results.values() for run in result.runs]
+
 
 def bench_size(
-    cases: Sequence[Path], size: int, repeat: int, profile: bool, plugin_ref: str | None
-) -> tuple[SizeResult, str | None]:
-    with tempfile.TemporaryDirectory(prefix="bench-mlproject-") as name:
-        root = Path(name)
-        if root.resolve().is_relative_to(REPO):
-            sys.exit("bench_check: TMPDIR points into the repository; copies go elsewhere")
-        plugin = root / "plugin" if plugin_ref else None
-        commit = export_plugin(plugin_ref, plugin) if plugin_ref and plugin else None
-        say(f"N={size}: copying and calibrating in {root}")
-        tree = build_tree(root, cases, size, plugin)
+    cases: Sequence[Path],
+    size: int,
+    pairs: int,
+    install: Install,
+    root: Path,
+    *,
+    profile: bool,
+    extra: bool,
+) -> SizeResult:
+    """``pairs`` alternating pairs of ours and the floor (ours first in every other pair),
+    and with ``extra`` the other runners once a pair."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-mlproject-{size}-", dir=root) as name:
+        folder = Path(name)
+        say(f"{install.name} N={size}: copying and calibrating in {folder}")
+        tree = build_tree(folder, cases, size, install)
         results = {runner: Result(runner) for runner in RUNNERS}
-        for round_ in range(repeat):
-            for runner in RUNNERS:
+        others = [r for r in RUNNERS if r not in PAIR] if extra else []
+        for index in range(pairs):
+            order = PAIR if index % 2 == 0 else PAIR[::-1]
+            for runner in (*order, *others):
                 run = run_once(runner, tree)
                 results[runner].runs.append(run)
                 say(
-                    f"N={size} round {round_ + 1}/{repeat} {runner}: {run.seconds:.2f} s, "
-                    f"{run.cpu_seconds:.2f} s CPU, {run.max_rss_mib:.0f} MiB, "
-                    f"load {run.load_before:.2f}"
+                    f"{install.name} N={size} pair {index + 1}/{pairs} {runner}: "
+                    f"{run.seconds:.2f} s, {run.cpu_seconds:.2f} s CPU, "
+                    f"{run.max_rss_mib:.0f} MiB, load {run.load_before:.2f}"
                 )
+        results = {name: result for name, result in results.items() if result.runs}
         profiles = profile_runs(tree) if profile else {}
-        return SizeResult(tree, results, profiles, plugin_imported(tree)), commit
+        return SizeResult(install.name, tree, results, profiles, plugin_imported(tree))
 
 
 def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+# --- start-up ---------------------------------------------------------------------------
+
+
+@dataclass
+class StartupResult:
+    install: str
+    ours: list[Measurement]
+    without: list[Measurement]
+
+    def differences_ms(self, what: str) -> list[float]:
+        return [
+            1000 * (getattr(a, what) - getattr(b, what))
+            for a, b in zip(self.ours, self.without, strict=True)
+        ]
+
+
+def bench_startup(case: Path, pairs: int, install: Install, root: Path) -> StartupResult:
+    """One descriptor: ``pytest --mlproject`` against ``pytest -p no:mlproject`` on the same
+    tree (which collects nothing), in ``pairs`` alternating pairs."""
+    with tempfile.TemporaryDirectory(prefix="bench-mlproject-startup-", dir=root) as name:
+        folder = Path(name)
+        (folder / "pytest.ini").write_text("[pytest]\n", "utf-8")
+        shutil.copytree(case, folder / TREE / case.name, symlinks=True)
+        env = base_env(install.plugin_path)
+        commands = {
+            "ours": pytest_command(install.python, "--mlproject"),
+            "without": pytest_command(install.python, "-p", "no:mlproject"),
+        }
+        expected = {"ours": (0, 1), "without": (5,)}  # 5: no tests collected
+        for runner, command in commands.items():  # untimed: bytecode, as a user's 2nd run
+            measure(command, folder, env, folder / f"warm-{runner}.log")
+        runs: dict[str, list[Measurement]] = {"ours": [], "without": []}
+        for index in range(pairs):
+            order = ("ours", "without") if index % 2 == 0 else ("without", "ours")
+            for runner in order:
+                log = folder / f"{runner}.log"
+                run = measure(commands[runner], folder, timed(env), log)
+                if run.returncode not in expected[runner]:
+                    sys.exit(f"bench_check: startup {runner} exited with {run.returncode}")
+                runs[runner].append(run)
+        result = StartupResult(install.name, runs["ours"], runs["without"])
+        difference = statistics.median(result.differences_ms("seconds"))
+        say(f"{install.name} startup: ours - without, median of {pairs} pairs: {difference:.0f} ms")
+        return result
 
 
 # --- profiles ---------------------------------------------------------------------------
@@ -371,7 +511,7 @@ def profile_runs(tree: Tree) -> dict[str, Any]:
         say(f"N={len(tree.folders)}: profiling {runner}")
         command, env = runner_command(runner, tree)
         target = OUT / f"profile-{runner}-{len(tree.folders)}.prof"
-        profiled = [sys.executable, "-m", "cProfile", "-o", str(target), *command[1:]]
+        profiled = [tree.python, "-m", "cProfile", "-o", str(target), *command[1:]]
         measure(profiled, tree.root, env, tree.root / f"profile-{runner}.log")
         summaries[runner] = summarise_profile(target)
         text = OUT / f"profile-{runner}-{len(tree.folders)}.txt"
@@ -454,37 +594,98 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "".join(f"| {' | '.join(line)} |\n" for line in lines)
 
 
-def markdown(sizes: Sequence[SizeResult]) -> str:
-    labels = [LABELS[r] for r in RUNNERS]
-    wall, cpu, rss, ratios = [], [], [], []
-    for size in sizes:
-        tree, by = size.tree, size.results
-        n = str(len(tree.folders))
-        items = f"{tree.items} ({tree.failing} / {tree.warning_items})"
-        wall.append([n, items, *(f"{by[r].seconds:.2f} s" for r in RUNNERS)])
-        cpu.append([n, *(f"{by[r].cpu_seconds:.2f} s" for r in RUNNERS)])
-        rss.append([n, *(f"{by[r].max_rss_mib:.0f} MiB" for r in RUNNERS)])
-        ratios.append(
-            [
-                n,
-                *(
-                    f"{by[a].seconds / by[b].seconds:.2f}x "
-                    f"({by[a].cpu_seconds / by[b].cpu_seconds:.2f}x)"
-                    for a, b in RATIOS
-                ),
-            ]
+def load_range(loads: Sequence[float]) -> str:
+    return f"{min(loads):.1f} to {max(loads):.1f}"
+
+
+def markdown(sizes: Sequence[SizeResult], startups: Sequence[StartupResult]) -> str:
+    parts = []
+    if sizes:
+        rows = []
+        for size in sizes:
+            by = size.results
+            ours, floor = by["ours"], by["floor"]
+            tree = size.tree
+            rows.append(
+                [
+                    size.install,
+                    str(len(tree.folders)),
+                    f"{tree.items} ({tree.failing} / {tree.warning_items})",
+                    f"{ours.seconds:.2f} s",
+                    f"{floor.seconds:.2f} s",
+                    f"**{size.ratio('seconds'):.2f}x**",
+                    f"{ours.cpu_seconds:.2f} s",
+                    f"{floor.cpu_seconds:.2f} s",
+                    f"**{size.ratio('cpu_seconds'):.2f}x**",
+                    f"{ours.max_rss_mib:.0f} / {floor.max_rss_mib:.0f} MiB",
+                    f"**{size.ratio('max_rss_mib'):.2f}x**",
+                    load_range(size.loads),
+                ]
+            )
+        parts.append(
+            "Ours against the floor: medians of each side, and the median of the pairs' "
+            "ratios (items: all, failing / warning):\n\n"
+            + table(
+                [
+                    "install",
+                    "N",
+                    "items",
+                    "ours, wall",
+                    "floor, wall",
+                    "wall ratio",
+                    "ours, CPU",
+                    "floor, CPU",
+                    "CPU ratio",
+                    "peak RSS, largest",
+                    "RSS ratio",
+                    "load",
+                ],
+                rows,
+            )
         )
-    ratio_labels = [f"{LABELS[a]} / {LABELS[b]}" for a, b in RATIOS]
-    return (
-        "Wall time, median (items: all, failing / warning):\n\n"
-        + table(["N", "items", *labels], wall)
-        + "\nRatios of median wall time (of median CPU time):\n\n"
-        + table(["N", *ratio_labels], ratios)
-        + "\nCPU time (user + system), median:\n\n"
-        + table(["N", *labels], cpu)
-        + "\nPeak RSS (largest of the rounds):\n\n"
-        + table(["N", *labels], rss)
-    )
+        others = [(s, r) for s in sizes for r in s.results.values() if r.runner not in PAIR]
+        if others:
+            parts.append(
+                "Other runners, median wall (CPU) time:\n\n"
+                + table(
+                    ["install", "N", "runner", "wall", "CPU"],
+                    [
+                        [
+                            s.install,
+                            str(len(s.tree.folders)),
+                            LABELS[r.runner],
+                            f"{r.seconds:.2f} s",
+                            f"{r.cpu_seconds:.2f} s",
+                        ]
+                        for s, r in others
+                    ],
+                )
+            )
+    if startups:
+        rows = []
+        for startup in startups:
+            wall = statistics.median(startup.differences_ms("seconds"))
+            cpu = statistics.median(startup.differences_ms("cpu_seconds"))
+            rows.append(
+                [
+                    startup.install,
+                    f"{statistics.median(r.seconds for r in startup.ours) * 1000:.0f} ms",
+                    f"{statistics.median(r.seconds for r in startup.without) * 1000:.0f} ms",
+                    f"**{wall:+.0f} ms**",
+                    f"{cpu:+.0f} ms",
+                    load_range([r.load_before for r in (*startup.ours, *startup.without)]),
+                ]
+            )
+        pairs = len(startups[0].ours)
+        parts.append(
+            f"Start-up, one descriptor, {pairs} alternating pairs: `pytest --mlproject` and "
+            "`pytest -p no:mlproject` (medians), and the median of the pairs' differences:\n\n"
+            + table(
+                ["install", "--mlproject", "-p no:mlproject", "wall, over", "CPU, over", "load"],
+                rows,
+            )
+        )
+    return "\n".join(parts)
 
 
 def machine() -> dict[str, Any]:
@@ -505,7 +706,10 @@ def machine() -> dict[str, Any]:
 
 
 def as_json(
-    sizes: Sequence[SizeResult], argv: Sequence[str], plugin: dict[str, Any]
+    sizes: Sequence[SizeResult],
+    startups: Sequence[StartupResult],
+    argv: Sequence[str],
+    plugin: dict[str, Any],
 ) -> dict[str, Any]:
     return {
         "command": " ".join(["python", "benchmarks/bench_check.py", *argv]),
@@ -514,18 +718,22 @@ def as_json(
         "pytest_flags": list(PYTEST_FLAGS),
         "sizes": [
             {
+                "install": size.install,
                 "size": len(size.tree.folders),
                 "descriptors": len(size.tree.descriptors),
                 "items": size.tree.items,
                 "failing_items": size.tree.failing,
                 "warning_items": size.tree.warning_items,
                 "warnings": size.tree.warnings,
+                "plugin_file": size.plugin_file,
+                "pair_ratios": {
+                    what: size.pair_ratios(what)
+                    for what in ("seconds", "cpu_seconds", "max_rss_mib")
+                },
                 "runners": {
                     r.runner: {
                         "median_seconds": r.seconds,
                         "median_cpu_seconds": r.cpu_seconds,
-                        "min_seconds": min(run.seconds for run in r.runs),
-                        "min_cpu_seconds": min(run.cpu_seconds for run in r.runs),
                         "max_rss_mib": r.max_rss_mib,
                         "runs": [asdict(run) for run in r.runs],
                     }
@@ -535,32 +743,61 @@ def as_json(
             }
             for size in sizes
         ],
+        "startup": [
+            {
+                "install": s.install,
+                "ours": [asdict(run) for run in s.ours],
+                "without": [asdict(run) for run in s.without],
+            }
+            for s in startups
+        ],
     }
 
 
-def plugin_description(commit: str | None, imported: str) -> dict[str, Any]:
+def plugin_description(commit: str | None) -> dict[str, Any]:
     if commit is not None:
-        return {"commit": commit, "imported_from": imported}
+        return {"commit": commit}
     dirty = bool(git("status", "--porcelain", "--", "pytest_mlproject").strip())
-    return {"commit": git("rev-parse", "HEAD").strip(), "dirty": dirty, "imported_from": imported}
+    return {"commit": git("rev-parse", "HEAD").strip(), "dirty": dirty}
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Benchmark pytest --mlproject (see the source).")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000], metavar="N")
-    parser.add_argument("--repeat", type=int, default=3, help="rounds per size (median)")
+    parser.add_argument("--sizes", type=int, nargs="*", default=[100, 2220, 10000], metavar="N")
+    parser.add_argument(
+        "--pairs", type=int, default=5, help="alternating pairs of ours and the floor per size"
+    )
+    parser.add_argument(
+        "--startup",
+        type=int,
+        default=20,
+        metavar="PAIRS",
+        help="pairs of the start-up comparison (0: skip it)",
+    )
+    parser.add_argument(
+        "--install",
+        nargs="+",
+        choices=sorted(INSTALLS),
+        default=["editable", "wheel"],
+        help="how the plugin is installed for the runs",
+    )
+    parser.add_argument(
+        "--extra",
+        action="store_true",
+        help="also the floor with every item passing, --tb=line, MLflow's loader, bare YAML",
+    )
     parser.add_argument(
         "--profile", action="store_true", help="cProfile ours and the floor at the largest size"
     )
     parser.add_argument(
-        "--plugin-commit", metavar="REF", help="measure pytest_mlproject/ as of this commit"
+        "--plugin-commit", metavar="REF", help="measure the plugin as of this commit"
     )
     parser.add_argument(
         "--corpus", type=Path, default=Path(os.environ.get("MLPROJECT_CORPUS", DEFAULT_CORPUS))
     )
     args = parser.parse_args(argv)
-    if args.repeat < 1 or min(args.sizes) < 1:
-        parser.error("--sizes and --repeat must be at least 1")
+    if args.pairs < 1 or (args.sizes and min(args.sizes) < 1) or args.startup < 0:
+        parser.error("--sizes and --pairs must be at least 1, --startup at least 0")
     return args
 
 
@@ -568,17 +805,38 @@ def main(argv: Sequence[str]) -> int:
     args = parse_args(argv)
     cases = corpus_cases(args.corpus.resolve())
     sizes: list[SizeResult] = []
-    largest = max(args.sizes)
+    startups: list[StartupResult] = []
     commit = None
-    for n in sorted(set(args.sizes)):
-        profile = args.profile and n == largest
-        size, commit = bench_size(cases, n, args.repeat, profile, args.plugin_commit)
-        sizes.append(size)
-    plugin = plugin_description(commit, sizes[-1].plugin_file)
+    with tempfile.TemporaryDirectory(prefix="bench-mlproject-") as name:
+        root = Path(name)
+        if root.resolve().is_relative_to(REPO):
+            sys.exit("bench_check: TMPDIR points into the repository; copies go elsewhere")
+        for install_name in args.install:
+            install_root = root / install_name
+            install_root.mkdir()
+            install = INSTALLS[install_name](install_root, args.plugin_commit)
+            commit = install.commit
+            if args.startup:
+                startups.append(bench_startup(cases[0], args.startup, install, install_root))
+            largest = max(args.sizes, default=0)
+            for n in sorted(set(args.sizes)):
+                profile = args.profile and n == largest
+                sizes.append(
+                    bench_size(
+                        cases,
+                        n,
+                        args.pairs,
+                        install,
+                        install_root,
+                        profile=profile,
+                        extra=args.extra,
+                    )
+                )
+    plugin = plugin_description(commit)
     OUT.mkdir(exist_ok=True)
-    report = markdown(sizes)
+    report = markdown(sizes, startups)
     (OUT / "bench_check.md").write_text(report, "utf-8")
-    results = as_json(sizes, argv, plugin)
+    results = as_json(sizes, startups, argv, plugin)
     (OUT / "bench_check.json").write_text(json.dumps(results, indent=2) + "\n", "utf-8")
     print(f"plugin: {plugin}\n\n{report}")
     return 0
