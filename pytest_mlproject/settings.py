@@ -29,12 +29,14 @@ import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_mlproject import _fs, _yaml
-from pytest_mlproject.commands import ParamSpec
 from pytest_mlproject.problems import Problem
 from pytest_mlproject.spec import Project, implicit_entry_point, kind_of
+
+if TYPE_CHECKING:
+    from pytest_mlproject.commands import ParamSpec
 
 __all__ = [
     "SETTINGS_FILE",
@@ -360,6 +362,9 @@ class _Reader:
                 continue
             text = self.scalar(value, f"parameter {str(name)!r}", line)
             if text is not None:
+                # Here only: a check reads settings files, most of which give no parameters.
+                from pytest_mlproject.commands import ParamSpec
+
                 specs.append(ParamSpec(str(name), text, entry_point, f"{self.path}:{line}"))
         return specs
 

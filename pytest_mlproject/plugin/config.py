@@ -58,15 +58,15 @@ def parse_config(config: pytest.Config) -> MLprojectConfig:
     ignore = [*config.getini("mlproject_ignore"), *option.mlproject_ignore]
     cli_params: tuple[ParamSpec, ...] = ()
     ini_params: tuple[ParamSpec, ...] = ()
-    if enabled:  # the parser pulls in the reader, which a plain pytest run does not need
+    ini_lines = [line.strip() for line in config.getini("mlproject_params") if line.strip()]
+    # The parser pulls in the reader, which neither a plain pytest run nor a check without
+    # parameters needs.
+    if enabled and (option.mlproject_param or ini_lines):
         from pytest_mlproject.commands import ParameterError, parse_param_specs
 
         try:
             cli_params = parse_param_specs(option.mlproject_param, "--mlproject-param")
-            ini_params = parse_param_specs(
-                (line.strip() for line in config.getini("mlproject_params") if line.strip()),
-                "mlproject_params",
-            )
+            ini_params = parse_param_specs(ini_lines, "mlproject_params")
         except ParameterError as exc:
             raise pytest.UsageError(str(exc)) from None
     timeout_text = option.mlproject_timeout or config.getini("mlproject_timeout") or ""
