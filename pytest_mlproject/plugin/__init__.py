@@ -300,7 +300,8 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     With ``--mlproject``, where whole repositories are searched, such links are left out.
     """
     settings = config.stash.get(CONFIG_KEY, None)
-    if settings is None or not settings.enabled or not collection_path.is_symlink():
+    # os.path: pytest asks for every file and folder it walks, and most are not links.
+    if settings is None or not settings.enabled or not os.path.islink(collection_path):
         return None
     try:
         target = collection_path.resolve(strict=True)
