@@ -237,6 +237,10 @@ _SCALAR_CONSTRUCTORS: dict[str, Any] = {
 }
 
 
+#: :func:`_fits` recurses once per level; limits deeper than this are left to _measure.
+_MAX_RECURSION = 200
+
+
 def _fits(root: yaml.Node, limits: Limits) -> bool:
     """Whether the document is certainly within the limits, found without any bookkeeping.
 
@@ -261,6 +265,8 @@ def _fits(root: yaml.Node, limits: Limits) -> bool:
             return False
         return all(child.__class__ is scalar or count(child, depth + 1) for child in children)
 
+    if max_depth > _MAX_RECURSION:
+        return False  # deeper than Python's stack allows: _measure walks without recursion
     return max_depth >= 1 and budget[0] >= 0 and (root.__class__ is scalar or count(root, 1))
 
 
