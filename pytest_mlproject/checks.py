@@ -734,7 +734,12 @@ def _template(project: Project, ep: EntryPoint, line: int) -> Iterator[Problem]:
             )
     # One pass over the command, not one per parameter: thousands of parameters in a long
     # command took minutes. The lookahead finds overlapping matches ('{a}'{b}').
-    quoted = {match.group(2) for match in _QUOTED_PLACEHOLDER.finditer(ep.command)}
+    # Most commands quote nothing: the lookahead tries every position, so skip them.
+    quoted = (
+        {match.group(2) for match in _QUOTED_PLACEHOLDER.finditer(ep.command)}
+        if "'" in ep.command or '"' in ep.command
+        else set()
+    )
     for name in sorted(used & set(ep.parameters) & quoted):
         yield _problem(
             project,

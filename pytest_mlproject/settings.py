@@ -26,6 +26,7 @@ and the parts that could be read still apply.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,6 +134,8 @@ def read_settings(directory: Path | str, limits: _yaml.Limits = _yaml.DEFAULT_LI
     """Read ``pytest-mlproject.yaml`` from a project folder; never raises for its content."""
     directory = Path(directory)
     path = directory / SETTINGS_FILE
+    # os.path on strings: five names asked of every project, almost never there.
+    folder = str(directory)
     misnamed = [
         Problem(
             directory / name,
@@ -142,7 +145,7 @@ def read_settings(directory: Path | str, limits: _yaml.Limits = _yaml.DEFAULT_LI
             f"ignored: rename it to {SETTINGS_FILE}",
         )
         for name in MISNAMED_SETTINGS
-        if (directory / name).is_file()
+        if os.path.isfile(os.path.join(folder, name))
     ]
     if not path.is_file():
         return Settings(directory, problems=tuple(misnamed))

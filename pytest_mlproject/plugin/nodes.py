@@ -12,6 +12,7 @@ The collectors (:mod:`pytest_mlproject.plugin.collect`) make the items; the item
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,13 @@ if TYPE_CHECKING:
 
 SPEC_ITEM = "spec"
 _ESCAPES = {"%": "%25", ":": "%3A", "[": "%5B", "]": "%5D", "\n": "%0A", "\r": "%0D"}
+
+
+@functools.cache
+def _mlproject_mark() -> pytest.MarkDecorator:
+    """One marker for every item, built once (on first use, where the session knows the
+    name): marks are immutable, and from the name pytest builds a new one for each item."""
+    return pytest.mark.mlproject
 
 
 def node_name(entry_point: str) -> str:
@@ -105,7 +113,7 @@ class EntryPointItem(MLprojectItem):
         self.context = context
         self.entry_point = entry_point
         self.has_errors = has_errors
-        self.add_marker("mlproject")
+        self.add_marker(_mlproject_mark())
 
     def where(self) -> str:
         """``path:line`` of the entry point, relative to the rootdir, for messages."""
@@ -136,7 +144,7 @@ class ProblemsItem(MLprojectItem):
         self.problems = problems
         self.line = line
         self.internal_error = internal_error
-        self.add_marker("mlproject")
+        self.add_marker(_mlproject_mark())
         codes = sorted({p.code for p in problems})
         if codes:
             self.user_properties.append(("mlproject_problems", " ".join(codes)))
