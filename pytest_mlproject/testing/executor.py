@@ -259,6 +259,18 @@ class Executor:
                         f'Library installation failed for library due to user error for {kind}: "'
                         f'{path}". Error messages: File {path} does not exist.',
                     )
+        for line in self._environment_of(run, task):
+            option, _, path = line.partition(" ")
+            if option != "-r":
+                continue
+            local = self._storage.local_path(path.strip())
+            if not path.strip().startswith("/") or local is None or not local.is_file():
+                return model.failure(
+                    "LIBRARY_INSTALLATION_ERROR",
+                    f"Failed to install the environment's dependencies: {line}: no such file "
+                    "(a requirements file must be given by its absolute /Workspace or "
+                    "/Volumes path).",
+                )
         kind = task_type(task.spec)
         if kind != "spark_python_task":
             return model.failure(
@@ -301,6 +313,16 @@ class Executor:
         result = self._result_path(task)
         argv = [sys.executable, str(_HOST), str(result), str(task.log_path), str(local)]
         return [*argv, *parameters], env, cwd
+
+    @staticmethod
+    def _environment_of(run: Run, task: TaskRun) -> list[str]:
+        """The dependency lines of the serverless environment ``task`` names (none on a
+        cluster). The fake installs none of them: the host's Python runs the task."""
+        key = task.spec.get("environment_key")
+        for environment in run.body.get("environments") or []:
+            if key is not None and environment.get("environment_key") == key:
+                return [str(d) for d in environment.get("spec", {}).get("dependencies") or []]
+        return []
 
     def _marker(self, task: TaskRun) -> str:
         return f"{self._nonce}-{task.run_id}"

@@ -30,6 +30,7 @@ _DEFAULTS: dict[str, Any] = {
     "run_outcome": None,
     "state_fields": "both",
     "echo_auth_in_errors": False,
+    "serverless_enabled": True,
 }
 
 
@@ -53,6 +54,8 @@ class RunBehaviour:
 
 def _check(name: str, value: Any) -> None:
     """Refuse a bad knob value at once, in the test that set it, not later in a server thread."""
+    if name == "serverless_enabled" and not isinstance(value, bool):
+        raise ValueError(f"serverless_enabled must be True or False, not {value!r}")
     rate = name in ("error_rate", "drop_rate")
     if rate and not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
         raise ValueError(f"{name} must be a number between 0 and 1, not {value!r}")
@@ -96,7 +99,9 @@ class Faults:
     And ``state_fields``: which run-state fields answers carry, ``"both"``, ``"state"`` or
     ``"status"``; and ``echo_auth_in_errors``: error answers quote the request's
     ``Authorization`` header in their message, as careless proxies and servers do, to test that
-    a client never shows its token.
+    a client never shows its token. ``serverless_enabled=False``: a workspace without
+    serverless jobs compute, which answers a submit naming an environment with 400
+    ``INVALID_PARAMETER_VALUE``.
     """
 
     error_rate: float
@@ -110,6 +115,7 @@ class Faults:
     run_outcome: RunOutcome | None
     state_fields: StateFields
     echo_auth_in_errors: bool
+    serverless_enabled: bool
     _lock: threading.Lock
     _random: random.Random
     _scripted: deque[Fault]

@@ -23,6 +23,12 @@ from pytest_mlproject.testing.storage import Storage, now_ms
 from pytest_mlproject.testing.validation import validate_submit
 
 MAX_LIST_LIMIT = 25
+#: The answer to a serverless submit with the ``serverless_enabled`` fault knob off. Databricks'
+#: wording for a workspace without serverless jobs compute is not published; this says the same.
+SERVERLESS_DISABLED = (
+    "Serverless compute for jobs is not enabled in this workspace. Ask a workspace admin to "
+    "enable it, or run the task on a cluster."
+)
 _MULTI_TASK_OUTPUT = (
     "Retrieving the output of runs with multiple tasks is not supported. "
     "Please retrieve the output of each individual task run instead."
@@ -72,6 +78,9 @@ class Runs:
 
     def submit(self, body: Any) -> dict[str, Any]:
         validate_submit(body)
+        serverless = any("environment_key" in task for task in body["tasks"])
+        if serverless and not self._faults.serverless_enabled:
+            raise invalid(SERVERLESS_DISABLED)
         token = body.get("idempotency_token")
         with self._changed:
             if self._closed:
@@ -229,6 +238,15 @@ class Runs:
         if path is None or not path.exists():
             return ""
         return path.read_bytes().decode("utf-8", errors="replace")
+
+    def environments(self, run_id: int) -> dict[str, list[str]]:
+        """The dependencies of each environment run ``run_id`` declared, by key."""
+        with self._changed:
+            run, _ = self._find(run_id)
+            return {
+                str(e["environment_key"]): list(e.get("spec", {}).get("dependencies") or [])
+                for e in run.body.get("environments") or []
+            }
 
     def ids(self) -> list[int]:
         with self._changed:

@@ -337,6 +337,14 @@ class FakeWorkspace:
             raise RuntimeError("The fake workspace is not started")
         return self._runs.log_so_far(task_run_id)
 
+    def environments(self, run_id: int) -> dict[str, list[str]]:
+        """The pip requirement lines of each environment run ``run_id`` declared (serverless
+        runs), by environment key, as submitted; ``KeyError``-like ``ApiError`` for no such
+        run. Read from the workspace's own state, no request."""
+        if self._runs is None:
+            raise RuntimeError("The fake workspace is not started")
+        return self._runs.environments(run_id)
+
     def run_ids(self) -> list[int]:
         """Ids of every run submitted, ended or not, read from the workspace's own state: no
         request is made, so injected faults cannot get in the way of a test's final count."""

@@ -65,9 +65,10 @@ def _check_compute(task: dict[str, Any], key: str, environments: set[str]) -> No
             f"it sets {', '.join(compute)}"
         )
     if not compute and task_type(task) in _NEEDS_COMPUTE:
+        # A task without compute is a serverless task, which must name an environment.
         raise invalid(
-            f"Task {key} needs compute: one of new_cluster, existing_cluster_id or "
-            "environment_key (serverless)"
+            f"An environment is required for serverless task {key}. Please define one using "
+            "`environments` and `environment_key`."
         )
     if "job_cluster_key" in compute:
         raise invalid(
@@ -76,8 +77,13 @@ def _check_compute(task: dict[str, Any], key: str, environments: set[str]) -> No
         )
     if "environment_key" in compute and task["environment_key"] not in environments:
         raise invalid(
-            f"Task {key} refers to environment {task['environment_key']!r}, "
-            "which is not defined in environments"
+            f"Job environment '{task['environment_key']}' used by task {key} is not defined "
+            "in field 'environments'."
+        )
+    if "environment_key" in compute and task.get("libraries"):
+        raise invalid(
+            "Libraries field is not supported for serverless task, please specify libraries "
+            "in environment."
         )
     cluster = task.get("new_cluster")
     if cluster is not None:
@@ -88,6 +94,35 @@ def _check_compute(task: dict[str, Any], key: str, environments: set[str]) -> No
             isinstance(k, str) and isinstance(v, str) for k, v in env_vars.items()
         ):
             raise invalid(f"Task {key}: new_cluster.spark_env_vars must map names to strings")
+
+
+def _check_environments(environments: Any) -> None:
+    """``environments``: each with a key and a spec of an environment version (a string
+    holding a whole number) and pip requirement lines."""
+    if environments is None:
+        return
+    if not isinstance(environments, list):
+        raise invalid("environments must be a list")
+    for environment in environments:
+        if not isinstance(environment, dict) or not environment.get("environment_key"):
+            raise invalid("Missing required field: environments.environment_key")
+        spec = environment.get("spec")
+        if not isinstance(spec, dict):
+            raise invalid(
+                f"Missing required field: spec of environment {environment['environment_key']}"
+            )
+        version = spec.get("environment_version", spec.get("client"))
+        if not (isinstance(version, str) and version.isdigit()):
+            raise invalid(
+                f"Environment {environment['environment_key']}: environment_version must be a "
+                f'string holding a whole number, such as "5": {version!r}'
+            )
+        dependencies = spec.get("dependencies", [])
+        if not isinstance(dependencies, list) or not all(isinstance(d, str) for d in dependencies):
+            raise invalid(
+                f"Environment {environment['environment_key']}: dependencies must be a list "
+                "of strings"
+            )
 
 
 def _check_task(task: Any, environments: set[str]) -> str:
@@ -163,6 +198,7 @@ def validate_submit(body: Any) -> None:
     if token is not None and not (isinstance(token, str) and 0 < len(token) <= 64):
         raise invalid("idempotency_token must be a string of at most 64 characters")
     _timeout(body.get("timeout_seconds"), "")
+    _check_environments(body.get("environments"))
     environments = {
         str(e["environment_key"])
         for e in body.get("environments") or []

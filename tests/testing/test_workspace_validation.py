@@ -46,14 +46,34 @@ REFUSED = {
         "exactly one task type",
     ),
     "two_computes": ({"tasks": [_task(existing_cluster_id="1-2-3")]}, "only one of"),
-    "no_compute": ({"tasks": [_task(new_cluster=None)]}, "needs compute"),
+    "no_compute": (
+        {"tasks": [_task(new_cluster=None)]},
+        "An environment is required for serverless task",
+    ),
     "job_cluster_key": (
         {"tasks": [_task(new_cluster=None, job_cluster_key="shared")]},
         "one-time runs have no job_clusters",
     ),
     "unknown_environment": (
         {"tasks": [_task(new_cluster=None, environment_key="default")]},
-        "not defined in environments",
+        "is not defined in field 'environments'",
+    ),
+    "libraries_on_serverless": (
+        {
+            "tasks": [
+                _task(new_cluster=None, environment_key="e", libraries=[{"pypi": {"package": "x"}}])
+            ],
+            "environments": [{"environment_key": "e", "spec": {"environment_version": "5"}}],
+        },
+        "Libraries field is not supported for serverless task, please specify libraries in "
+        "environment.",
+    ),
+    "environment_version_not_a_string": (
+        {
+            "tasks": [_task(new_cluster=None, environment_key="e")],
+            "environments": [{"environment_key": "e", "spec": {"environment_version": 5}}],
+        },
+        "environment_version must be a string",
     ),
     "no_spark_version": ({"tasks": [_task(new_cluster={"num_workers": 0})]}, "spark_version"),
     "env_var_not_a_string": (
