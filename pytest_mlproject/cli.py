@@ -113,11 +113,17 @@ def _session_config(ini: IniFile, ignore: list[str], strict: bool) -> MLprojectC
             cluster_spec = parse(spec_text, base=ini.path.parent if ini.path else Path.cwd())
         except SpecError as exc:
             raise UsageError(f"databricks_cluster_spec: {exc}") from None
+    serverless = ini.get("databricks_serverless", "bool", False)
+    if serverless and cluster_spec is not None:
+        raise UsageError(
+            "databricks_serverless and databricks_cluster_spec were both given: choose one"
+        )
     return checking_config(
         strict=strict,
         ignore=frozenset(codes),
         cluster_spec=cluster_spec,
         profile=ini.get("databricks_profile", "string", "").strip() or None,
+        serverless=bool(serverless),
     )
 
 

@@ -33,6 +33,11 @@ class DatabricksConfig:
     upload_dir: str | None
     timeout: float
     max_parallel: int
+    #: ``--databricks-serverless``: serverless jobs compute wherever the settings name no
+    #: compute of their own.
+    serverless: bool = False
+    #: ``--databricks-environment-version``: the serverless environment version, as a string.
+    environment_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,8 @@ def checking_config(
     ignore: frozenset[str] = frozenset(),
     cluster_spec: ClusterSpec | None = None,
     profile: str | None = None,
+    serverless: bool = False,
+    environment_version: str | None = None,
 ) -> MLprojectConfig:
     """The settings of a session that only checks (plain ``pytest --mlproject``, or
     ``mlproject-check``): nothing run, nothing submitted; a cluster spec turns the Databricks
@@ -95,5 +102,7 @@ def checking_config(
             upload_dir=None,
             timeout=DEFAULT_DATABRICKS_TIMEOUT,
             max_parallel=DEFAULT_MAX_PARALLEL,
+            serverless=serverless,
+            environment_version=environment_version,
         ),
     )

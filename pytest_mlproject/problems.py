@@ -156,6 +156,9 @@ _CATALOGUE = (
     Rule("MLP710", "conda-package", W, "A conda package, which a cluster does not install."),
     Rule("MLP711", "spark-job-command", E, "A Spark job entry point not run by `python`."),
     Rule("MLP712", "sparkr-not-installed", W, "An R script loads SparkR before installing it."),
+    Rule("MLP713", "serverless-r", E, "An R entry point on serverless compute, which has no R."),
+    Rule("MLP714", "serverless-maven", E, "A Maven library on serverless compute."),
+    Rule("MLP715", "serverless-python", W, "A Python no serverless environment version runs."),
     # The per-project settings file (pytest-mlproject.yaml), read by pytest-mlproject only.
     Rule("MLP801", "settings-unreadable", E, "The settings file cannot be read as YAML."),
     Rule("MLP802", "settings-unknown-key", W, "A settings key pytest-mlproject does not read."),
@@ -163,6 +166,8 @@ _CATALOGUE = (
     Rule("MLP804", "settings-unknown-entry-point", W, "Settings for an entry point not there."),
     Rule("MLP805", "settings-unused-parameter", W, "A settings parameter no entry point takes."),
     Rule("MLP806", "settings-misnamed", W, "A file named like the settings file, but ignored."),
+    Rule("MLP807", "settings-cluster-field", E, "A cluster field beside `serverless: true`."),
+    Rule("MLP808", "settings-init-scripts", E, "Init scripts beside `serverless: true`."),
 )
 
 RULES: dict[str, Rule] = {rule.code: rule for rule in _CATALOGUE}

@@ -18,6 +18,10 @@ when it runs the project's entry points::
     databricks:
       cluster_spec: cluster.json   # a path beside this file, or the spec itself
       skip: false
+      # or, instead of cluster_spec: serverless jobs compute
+      # serverless: true
+      # environment_version: "5"
+      # dependencies: ["scikit-learn==1.5.2"]
 
 Reading never raises for anything in the file: a malformed file becomes problems (``MLP8xx``)
 and the parts that could be read still apply.
@@ -59,7 +63,32 @@ MISNAMED_SETTINGS = (
 )
 TOP_KEYS = ("parameters", "entry_points", "databricks", "env_manager")
 ENTRY_POINT_KEYS = ("parameters", "skip", "timeout", "databricks")
-DATABRICKS_KEYS = ("cluster_spec", "skip")
+DATABRICKS_KEYS = ("cluster_spec", "skip", "serverless", "environment_version", "dependencies")
+#: Fields of a cluster, which only a cluster spec holds: beside ``serverless: true`` they are
+#: refused (MLP807), ``init_scripts`` with its own rule (MLP808).
+CLUSTER_FIELDS = (
+    "new_cluster",
+    "existing_cluster_id",
+    "spark_version",
+    "node_type_id",
+    "driver_node_type_id",
+    "num_workers",
+    "autoscale",
+    "spark_conf",
+    "spark_env_vars",
+    "libraries",
+    "instance_pool_id",
+    "policy_id",
+    "custom_tags",
+    "cluster_log_conf",
+    "docker_image",
+    "data_security_mode",
+    "single_user_name",
+    "runtime_engine",
+    "aws_attributes",
+    "azure_attributes",
+    "gcp_attributes",
+)
 DEFAULT_SKIP_REASON = f"skipped in {SETTINGS_FILE}"
 INF = float("inf")
 
@@ -74,6 +103,12 @@ class DatabricksSettings:
     #: ``skip`` is written in the file (so an entry point's ``skip: false`` can override
     #: the project's ``skip: true``).
     skip_given: bool = False
+    #: ``serverless:`` as written (``None``: not given, so a wider level decides).
+    serverless: bool | None = None
+    #: ``environment_version:``, a string holding a whole number (``None``: not given).
+    environment_version: str | None = None
+    #: ``dependencies:``, pip requirement lines with their lines (``None``: not given).
+    dependencies: tuple[tuple[str, int], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +163,12 @@ class Settings:
         if entry is not None and entry.databricks and entry.databricks.cluster_spec is not None:
             return entry.databricks.cluster_spec
         return self.databricks.cluster_spec if self.databricks is not None else None
+
+    def databricks_levels(self, entry_point: str) -> list[DatabricksSettings]:
+        """The ``databricks:`` settings that apply to ``entry_point``, most specific first."""
+        entry = self.entry_points.get(entry_point)
+        levels = [entry.databricks] if entry is not None and entry.databricks else []
+        return levels + ([self.databricks] if self.databricks is not None else [])
 
 
 def read_settings(directory: Path | str, limits: _yaml.Limits = _yaml.DEFAULT_LIMITS) -> Settings:
@@ -439,7 +480,16 @@ class _Reader:
         return None
 
     def databricks(self, body: _yaml.YamlMap, where: str) -> DatabricksSettings:
-        self.known_keys(body, DATABRICKS_KEYS, f"under `{where}`")
+        serverless = self.serverless(body, where)
+        self.known_keys(
+            body,
+            DATABRICKS_KEYS
+            if not serverless
+            else (*DATABRICKS_KEYS, *CLUSTER_FIELDS, "init_scripts"),
+            f"under `{where}`",
+        )
+        if serverless:
+            self.cluster_fields(body, where)
         spec = body.get("cluster_spec")
         if spec is not None and not isinstance(spec, (str, _yaml.YamlMap)):
             self.problem(
@@ -460,8 +510,94 @@ class _Reader:
                     "would print it): put the spec file in the repository",
                 )
                 spec = None
+        if serverless and spec is not None:
+            self.problem(
+                body.line_of("cluster_spec"),
+                "MLP803",
+                f"`{where}` has both `serverless: true` and a `cluster_spec`, which contradict "
+                "each other: keep one (an entry point can keep its own cluster spec in a "
+                "serverless project: write it under entry_points: ENTRY: databricks:)",
+            )
+            spec = None
         skip = self.skip(body, f"{where}: skip")
-        return DatabricksSettings(spec, skip, body.line, skip_given="skip" in body)
+        return DatabricksSettings(
+            spec,
+            skip,
+            body.line,
+            skip_given="skip" in body,
+            serverless=serverless,
+            environment_version=self.environment_version(body, where),
+            dependencies=self.dependencies(body, where),
+        )
+
+    def serverless(self, body: _yaml.YamlMap, where: str) -> bool | None:
+        value = body.get("serverless")
+        if value is None or isinstance(value, bool):
+            return value
+        self.problem(
+            body.line_of("serverless"),
+            "MLP803",
+            f"`{where}: serverless` is {value!r}; write `serverless: true` (serverless jobs "
+            "compute) or `serverless: false` (a new cluster from the cluster spec)",
+        )
+        return None
+
+    def environment_version(self, body: _yaml.YamlMap, where: str) -> str | None:
+        value = body.get("environment_version")
+        if value is None:
+            return None
+        text = str(value).strip() if not isinstance(value, bool) else ""
+        if isinstance(value, (str, int)) and text.isdigit() and int(text) > 0:
+            return str(int(text))
+        self.problem(
+            body.line_of("environment_version"),
+            "MLP803",
+            f"`{where}: environment_version` is {value!r}; give the serverless environment "
+            'version, a whole number such as "5" (see docs/databricks.md)',
+        )
+        return None
+
+    def dependencies(self, body: _yaml.YamlMap, where: str) -> tuple[tuple[str, int], ...] | None:
+        value = body.get("dependencies")
+        if value is None:
+            return None
+        line = body.line_of("dependencies")
+        if not isinstance(value, list) or not all(
+            isinstance(item, str) and item.strip() for item in value
+        ):
+            self.problem(
+                line,
+                "MLP803",
+                f"`{where}: dependencies` is a {kind_of(value)}; give a list of pip "
+                'requirement lines, e.g. `dependencies: ["scikit-learn==1.5.2"]`',
+            )
+            return None
+
+        def line_of(index: int) -> int:
+            return value.line_of(index) if isinstance(value, _yaml.YamlSeq) else line
+
+        return tuple((item.strip(), line_of(i)) for i, item in enumerate(value))
+
+    def cluster_fields(self, body: _yaml.YamlMap, where: str) -> None:
+        """Cluster fields beside ``serverless: true``: serverless has no cluster to give them."""
+        for key in body:
+            if key == "init_scripts":
+                self.problem(
+                    body.line_of(key),
+                    "MLP808",
+                    f"`{where}: init_scripts`: serverless jobs compute runs no init scripts; "
+                    "install what the scripts installed through `dependencies:` (pip "
+                    "requirement lines), or give this entry point a cluster spec",
+                )
+            elif key in CLUSTER_FIELDS:
+                self.problem(
+                    body.line_of(key),
+                    "MLP807",
+                    f"`{where}: {key}` is a cluster field, and serverless jobs compute has no "
+                    "cluster to apply it to: remove it (Python packages go in "
+                    "`dependencies:`), or drop `serverless: true` and write the cluster in "
+                    "a `cluster_spec`",
+                )
 
     def outside_repository(self, written: str) -> str | None:
         """Where a spec path leads if not into the project's Git work tree (the project

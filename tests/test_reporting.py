@@ -180,19 +180,22 @@ def test_summary_of_checks_runs_and_databricks_runs(
     url = re.escape(workspace.host)
     assert re.fullmatch(
         r"\|  \| `fails` \| ✅ passed \| ❌ failed, exit 1, T \| "
-        rf"❌ failed, FAILED, \[run \d+\]\({url}[^)]*\), T \|",
+        rf"❌ failed, cluster 15\.4\.x-scala2\.12, FAILED, \[run \d+\]\({url}[^)]*\), T \|",
         fails,
     ), fails
     assert re.fullmatch(
         r"\|  \| `main` \| ✅ passed \| ✅ passed, exit 0, T \| "
-        rf"✅ passed, SUCCESS, \[run \d+\]\({url}[^)]*\), T \|",
+        rf"✅ passed, cluster 15\.4\.x-scala2\.12, SUCCESS, \[run \d+\]\({url}[^)]*\), T \|",
         main,
     ), main
     assert needs.startswith("|  | `needs` | ✅ passed | ⏭️ skipped, No value given ")
     assert "--mlproject-param" in needs
     assert mixed == "| `mixed/MLproject` | *(descriptor)* | ✅ passed |  |  |"
     assert broken.startswith("|  | `main` | ❌ failed | ⏭️ skipped, the entry point has errors")
-    assert other.startswith("|  | `other` | ✅ passed | ✅ passed, exit 0, T | ✅ passed, SUCCESS")
+    assert other.startswith(
+        "|  | `other` | ✅ passed | ✅ passed, exit 0, T | ✅ passed, cluster 15.4.x-scala2.12, "
+        "SUCCESS"
+    )
     assert text.endswith(
         "### Problems by rule\n\n"
         "| rule | problems | fails its item |\n"

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from pytest_mlproject.databricks.archive import Archive
     from pytest_mlproject.databricks.clusterspec import ClusterSpec
     from pytest_mlproject.databricks.job import Job
+    from pytest_mlproject.databricks.serverless import Serverless
 
 TASK_KEY = "mlproject"
 
@@ -112,6 +113,50 @@ def submit_body(
     }
 
 
+#: What reaches a serverless run's command, through the launcher's ``--env`` arguments (task
+#: parameters, shown on the run page: nothing secret goes this way).
+SERVERLESS_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID")
+
+
+def serverless_body(
+    *,
+    name: str,
+    environment_version: str,
+    dependencies: list[str],
+    launcher: str,
+    archive_name: str,
+    entry: str,
+    command: str,
+    timeout_seconds: int,
+    token: str,
+    env: Mapping[str, str],
+) -> dict[str, Any]:
+    """A ``runs/submit`` body for serverless jobs compute: the task names the run's one
+    environment, and the MLflow variables travel as launcher arguments (serverless has no
+    cluster variables)."""
+    from pytest_mlproject.databricks import launcher as launcher_script
+    from pytest_mlproject.databricks.serverless import ENVIRONMENT_KEY
+
+    passed = {k: v for k, v in env.items() if k in SERVERLESS_ENV}
+    parameters = launcher_script.arguments(
+        archive=archive_name, entry=entry, command=command, env=passed
+    )
+    task: dict[str, Any] = {
+        "task_key": TASK_KEY,
+        "environment_key": ENVIRONMENT_KEY,
+        "spark_python_task": {"python_file": launcher, "parameters": parameters},
+        "timeout_seconds": timeout_seconds,
+    }
+    spec = {"environment_version": environment_version, "dependencies": dependencies}
+    return {
+        "run_name": name,
+        "tasks": [task],
+        "environments": [{"environment_key": ENVIRONMENT_KEY, "spec": spec}],
+        "timeout_seconds": timeout_seconds,
+        "idempotency_token": token,
+    }
+
+
 def placed(body: Mapping[str, Any], upload_dir: str) -> dict[str, Any]:
     """``body`` with the launcher, its archive and the requirements files named where a
     cluster finds them once uploaded to ``upload_dir`` (``/Workspace/...`` or ``/Volumes/...``):
@@ -141,7 +186,28 @@ def placed(body: Mapping[str, Any], upload_dir: str) -> dict[str, Any]:
     if libraries:
         task["libraries"] = libraries
     placed_body["tasks"] = [task]
+    if body.get("environments"):
+        placed_body["environments"] = [
+            _placed_environment(environment, upload_dir) for environment in body["environments"]
+        ]
     return placed_body
+
+
+def _placed_environment(environment: Mapping[str, Any], upload_dir: str) -> dict[str, Any]:
+    """An environment whose ``-r NAME`` lines name uploaded files by absolute path (relative
+    ones do not resolve on serverless)."""
+    from pytest_mlproject.databricks.workspace import cluster_path
+
+    spec = dict(environment.get("spec") or {})
+    lines = []
+    for line in spec.get("dependencies") or []:
+        option, _, name = str(line).partition(" ")
+        placed_line = line
+        if option == "-r" and name and "/" not in name:
+            placed_line = f"-r {cluster_path(upload_dir, name)}"
+        lines.append(placed_line)
+    spec["dependencies"] = lines
+    return {**dict(environment), "spec": spec}
 
 
 def launcher_source() -> tuple[str, bytes]:
@@ -155,7 +221,7 @@ def launcher_source() -> tuple[str, bytes]:
 def build_job(
     project: Project,
     entry: str,
-    spec: ClusterSpec,
+    spec: ClusterSpec | Serverless,
     *,
     command: str,
     packed: Archive,
@@ -185,18 +251,36 @@ def build_job(
     if experiment_id:
         env["MLFLOW_EXPERIMENT_ID"] = experiment_id
     env.update(mlflow_env or {})
-    body = submit_body(
-        name=run_name(project, entry),
-        new_cluster=spec.new_cluster,
-        libraries=preflight.libraries(spec, deps, requirement_names),
-        launcher=launcher_name,
-        archive_name=packed.name,
-        entry=entry,
-        command=command,
-        timeout_seconds=timeout_seconds(timeout),
-        token=token,
-        env=env,
-    )
+    from pytest_mlproject.databricks.clusterspec import ClusterSpec
+
+    if isinstance(spec, ClusterSpec):
+        body = submit_body(
+            name=run_name(project, entry),
+            new_cluster=spec.new_cluster,
+            libraries=preflight.libraries(spec, deps, requirement_names),
+            launcher=launcher_name,
+            archive_name=packed.name,
+            entry=entry,
+            command=command,
+            timeout_seconds=timeout_seconds(timeout),
+            token=token,
+            env=env,
+        )
+    else:
+        from pytest_mlproject.databricks.serverless import environment_version
+
+        body = serverless_body(
+            name=run_name(project, entry),
+            environment_version=environment_version(project, spec),
+            dependencies=preflight.serverless_dependencies(project, spec, deps, requirement_names),
+            launcher=launcher_name,
+            archive_name=packed.name,
+            entry=entry,
+            command=command,
+            timeout_seconds=timeout_seconds(timeout),
+            token=token,
+            env=env,
+        )
     uploads = (
         Upload(launcher_name, launcher_data),
         Upload(packed.name, packed.data),

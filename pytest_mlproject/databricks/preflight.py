@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mlproject import _fs, _yaml, checks, commands, envs, rsource
+from pytest_mlproject.databricks import serverless as _serverless
 from pytest_mlproject.databricks.archive import excluded
 from pytest_mlproject.databricks.clusterspec import ClusterSpec, check_spec
 from pytest_mlproject.problems import MLprojectError, Problem
@@ -129,14 +130,7 @@ def project_problems(
     assert project.descriptor is not None
     yield from check_spec(spec, project.descriptor)
     if project.env_type == "docker_env":
-        yield Problem(
-            project.descriptor,
-            project.line_of("docker_env"),
-            "MLP706",
-            "Running docker-based projects on Databricks is not yet supported: use "
-            "python_env (or conda_env) for the Databricks runs, or skip them in "
-            "pytest-mlproject.yaml (databricks: skip: ...)",
-        )
+        yield _docker_problem(project)
     yield from dependencies(project).problems
     if host and COMMUNITY_EDITION in host:
         yield Problem(
@@ -146,6 +140,72 @@ def project_problems(
             f"the workspace {host} is Databricks Community Edition, which cannot run MLflow "
             "projects as jobs: use a full workspace",
         )
+
+
+def _docker_problem(project: Project) -> Problem:
+    assert project.descriptor is not None
+    return Problem(
+        project.descriptor,
+        project.line_of("docker_env"),
+        "MLP706",
+        "Running docker-based projects on Databricks is not yet supported: use "
+        "python_env (or conda_env) for the Databricks runs, or skip them in "
+        "pytest-mlproject.yaml (databricks: skip: ...)",
+    )
+
+
+def serverless_project_problems(
+    project: Project, serverless: _serverless.Serverless, host: str | None = None
+) -> Iterator[Problem]:
+    """What serverless jobs compute would refuse about the whole project (on ``::spec``)."""
+    assert project.descriptor is not None
+    if project.env_type == "docker_env":
+        yield _docker_problem(project)
+    yield from dependencies(project).problems
+    yield from _serverless.dependency_problems(serverless)
+    python = _serverless.python_problem(project, serverless)
+    if python is not None:
+        yield python
+    if host and COMMUNITY_EDITION in host:
+        yield Problem(
+            project.descriptor,
+            1,
+            "MLP708",
+            f"the workspace {host} is Databricks Community Edition, which cannot run MLflow "
+            "projects as jobs: use a full workspace",
+        )
+
+
+def serverless_entry_problems(project: Project, entry: EntryPoint) -> Iterator[Problem]:
+    """An entry point that runs R (MLP713), then what :func:`entry_problems` finds."""
+    r = _serverless.r_problem(project, entry)
+    if r is not None:
+        yield r
+    for problem in entry_problems(project, entry):
+        if r is None or problem.code != "MLP712":  # SparkR does not matter without R
+            yield problem
+
+
+def serverless_dependencies(
+    project: Project,
+    serverless: _serverless.Serverless,
+    deps: Dependencies,
+    requirement_paths: Mapping[Path, str],
+) -> list[str]:
+    """``environments[].spec.dependencies``: the project's requirements, its requirements
+    files as ``-r NAME`` (placed in the upload folder on submit), the settings' lines, and
+    MLflow's client when none of them names MLflow."""
+    lines = [*deps.packages, *(f"-r {requirement_paths[p]}" for p in deps.requirement_files)]
+    lines += [text for text, _ in serverless.dependencies if text not in lines]
+    named = list(deps.packages) + [text for text, _ in serverless.dependencies]
+    for path in deps.requirement_files:
+        try:
+            named += path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            continue
+    if not _serverless.names_mlflow(named):
+        lines.append(_serverless.MLFLOW_CLIENT)
+    return lines
 
 
 def outside_path(project: Project, entry: EntryPoint, name: str, value: Any) -> str | None:

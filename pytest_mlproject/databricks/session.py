@@ -209,7 +209,7 @@ class Coordinator:
                 self._record(run_id)
         except DatabricksError as exc:
             if not self._retry_later(job, exc):
-                self._finish(job, error=f"could not submit the run: {exc}")
+                self._finish(job, error=f"could not submit the run: {exc}{_next_step(job, exc)}")
             return
         state: RunState | None
         try:
@@ -537,3 +537,16 @@ def share(limit: int, workerinput: Mapping[str, Any] | None = None) -> tuple[int
     index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
     base, extra = divmod(limit, count)
     return index, count, max(1, base + (1 if index < extra else 0))
+
+
+def _next_step(job: Job, error: DatabricksError) -> str:
+    """What to do when the workspace refuses a serverless run (serverless jobs compute not
+    enabled, or anything else it will not run there)."""
+    if not job.body.get("environments") or error.transient or isinstance(error, CredentialsError):
+        return ""
+    return (
+        "; serverless jobs compute was refused: ask a workspace admin to enable serverless "
+        "compute for jobs, or give this entry point a cluster spec (entry_points: ENTRY: "
+        "databricks: cluster_spec: ... in pytest-mlproject.yaml, or --databricks-cluster-spec "
+        "without --databricks-serverless)"
+    )

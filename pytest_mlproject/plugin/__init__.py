@@ -197,6 +197,20 @@ def _add_databricks_options(parser: pytest.Parser, group: Any) -> None:
         "Ini: databricks_cluster_spec.",
     )
     group.addoption(
+        "--databricks-serverless",
+        action="store_true",
+        default=None,
+        help="run on serverless jobs compute instead of a new cluster, wherever "
+        "pytest-mlproject.yaml names no compute of its own. Ini: databricks_serverless.",
+    )
+    group.addoption(
+        "--databricks-environment-version",
+        default=None,
+        metavar="N",
+        help="serverless environment version (default: from the project's Python: 3.10 -> 1, "
+        "3.11 -> 2, else 5). Ini: databricks_environment_version.",
+    )
+    group.addoption(
         "--databricks-profile",
         default=None,
         metavar="NAME",
@@ -244,8 +258,15 @@ def _add_databricks_options(parser: pytest.Parser, group: Any) -> None:
         ("databricks_upload_dir", "workspace or /Volumes folder for project archives."),
         ("databricks_timeout", "time limit of each Databricks run, in seconds."),
         ("databricks_max_parallel", "most Databricks runs in flight at once."),
+        ("databricks_environment_version", "serverless environment version for Databricks runs."),
     ):
         parser.addini(name, text, default="")
+    parser.addini(
+        "databricks_serverless",
+        "run Databricks runs on serverless jobs compute.",
+        type="bool",
+        default=False,
+    )
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:

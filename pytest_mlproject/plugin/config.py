@@ -190,6 +190,25 @@ def parse_databricks(config: pytest.Config) -> DatabricksConfig:
             f"--databricks-max-parallel / databricks_max_parallel: {parallel_text!r} is not a "
             "whole number of runs, 1 or more"
         )
+    serverless = option.databricks_serverless
+    if serverless is None:
+        serverless = bool(config.getini("databricks_serverless"))
+    if serverless and cluster_spec is not None:
+        raise pytest.UsageError(
+            "--databricks-serverless and --databricks-cluster-spec (or their ini keys "
+            "databricks_serverless, databricks_cluster_spec) were both given: choose one for "
+            "the session; pytest-mlproject.yaml can still give one entry point the other"
+        )
+    version = _option(config, "databricks_environment_version", "databricks_environment_version")
+    if version is not None:
+        from pytest_mlproject.databricks.serverless import VersionError, check_version
+
+        try:
+            version = check_version(version)
+        except VersionError as exc:
+            raise pytest.UsageError(
+                f"--databricks-environment-version / databricks_environment_version: {exc}"
+            ) from None
     return DatabricksConfig(
         submit=submit,
         dry_run=dry_run,
@@ -199,6 +218,8 @@ def parse_databricks(config: pytest.Config) -> DatabricksConfig:
         upload_dir=_option(config, "databricks_upload_dir", "databricks_upload_dir"),
         timeout=timeout,
         max_parallel=max_parallel,
+        serverless=bool(serverless),
+        environment_version=version,
     )
 
 

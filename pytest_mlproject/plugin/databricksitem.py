@@ -114,8 +114,9 @@ class DatabricksItem(EntryPointItem):
 
     def _prepare(self) -> Job:
         from pytest_mlproject.databricks import archive, payload, preflight
+        from pytest_mlproject.databricks.clusterspec import ClusterSpec
         from pytest_mlproject.databricks.workspace import configured_host
-        from pytest_mlproject.descriptor import cluster_spec_for
+        from pytest_mlproject.descriptor import compute_for
         from pytest_mlproject.plugin.config import session_id
         from pytest_mlproject.plugin.localitem import missing_reason, user_values
 
@@ -126,18 +127,26 @@ class DatabricksItem(EntryPointItem):
             reason = "the entry point has errors, so it cannot run: see its ::check item"
         if reason is not None:
             raise _Skip(reason)
-        spec = cluster_spec_for(self.context, entry.name, options.cluster_spec)
+        spec = compute_for(self.context, entry.name, options)
         if spec is None:
             raise MLprojectError(
                 "no cluster spec for Databricks runs: give --databricks-cluster-spec "
                 "(ini databricks_cluster_spec), or `databricks: cluster_spec:` in "
-                "pytest-mlproject.yaml beside the MLproject file"
+                "pytest-mlproject.yaml beside the MLproject file; or run on serverless jobs "
+                "compute with --databricks-serverless (ini databricks_serverless), or "
+                "`databricks: serverless: true` in pytest-mlproject.yaml"
             )
         host = configured_host(options.profile)
-        problems = [
-            *preflight.project_problems(project, spec, host),
-            *preflight.entry_problems(project, entry),
-        ]
+        if isinstance(spec, ClusterSpec):
+            problems = [
+                *preflight.project_problems(project, spec, host),
+                *preflight.entry_problems(project, entry),
+            ]
+        else:
+            problems = [
+                *preflight.serverless_project_problems(project, spec, host),
+                *preflight.serverless_entry_problems(project, entry),
+            ]
         settings = self.config.stash[CONFIG_KEY]
         problems = [p for p in problems if p.code not in settings.ignore]
         errors = [p for p in problems if p.is_error or settings.strict]
@@ -172,6 +181,9 @@ class DatabricksItem(EntryPointItem):
             mlflow_env=self._tracked.env(cluster=True) if self._tracked is not None else None,
         )
         self.user_properties.append(("archive_sha256", packed.sha256))
+        from pytest_mlproject.databricks.serverless import describe_compute
+
+        self.user_properties.append(("databricks_compute", describe_compute(dict(job.body))))
         return job
 
     # --- running ------------------------------------------------------------------------

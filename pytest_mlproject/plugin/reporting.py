@@ -216,6 +216,8 @@ def _describe(result: ItemResult, kind: str) -> str:
     if kind == "databricks":
         if "databricks_payload" in props:
             parts.append("dry run")
+        if props.get("databricks_compute"):
+            parts.append(props["databricks_compute"])
         state = props.get("databricks_result_state")
         if state:
             parts.append(state)
@@ -322,6 +324,10 @@ class DatabricksSummary:
             run = properties.get("databricks_run_id", "-")
             state = properties.get("databricks_result_state", "not submitted")
             link = properties.get("databricks_run_page_url", "")
-            terminalreporter.write_line(f"{outcome.upper():7} {state:14} run {run:>8}  {nodeid}")
+            compute = properties.get("databricks_compute", "")
+            compute = f"{compute:25} " if compute else ""
+            terminalreporter.write_line(
+                f"{outcome.upper():7} {state:14} run {run:>8}  {compute}{nodeid}"
+            )
             if link:
                 terminalreporter.write_line(f"        {link}")
