@@ -357,3 +357,36 @@ def test_the_fixture_needs_a_cluster_spec(pytester: pytest.Pytester, fake: FakeW
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines(["*no cluster spec to run demo::main on Databricks*"])
     assert fake.log.entries() == []
+
+
+def test_a_serverless_run(fake: FakeWorkspace, tmp_path: Path) -> None:
+    project = make_project(tmp_path)
+    result = submit_entry_point(
+        project, "main", {"greeting": "hi"}, serverless=True, environment_version="3"
+    )
+    assert result.passed, result.describe()
+    assert "main says hi forty-two" in result.logs
+    [submit] = fake.log.calls("POST", "runs/submit")
+    assert submit.body is not None
+    [task] = submit.body["tasks"]
+    assert "libraries" not in task
+    assert "new_cluster" not in task
+    [environment] = submit.body["environments"]
+    assert task["environment_key"] == environment["environment_key"]
+    assert environment["spec"]["environment_version"] == "3"
+    six, requirements, mlflow = environment["spec"]["dependencies"]
+    assert requirements.startswith("-r /Workspace/Users/someone@example.com/.pytest-mlproject/")
+    assert (six, mlflow) == ("six", "mlflow-skinny")
+
+
+def test_serverless_from_the_projects_settings_and_its_refusals(
+    fake: FakeWorkspace, tmp_path: Path
+) -> None:
+    project = make_project(
+        tmp_path,
+        **{"pytest-mlproject.yaml": "databricks:\n  serverless: true\n  dependencies: [a:b:1]\n"},
+    )
+    with pytest.raises(PreflightError) as caught:
+        submit_entry_point(project, "main")
+    assert "MLP714" in str(caught.value.problems)
+    assert fake.log.entries() == []

@@ -282,3 +282,25 @@ def test_environment_version_follows_the_declared_python(
     assert ("MLP715" in output) is warned
     if warned:
         result.stdout.fnmatch_lines(["*MLP715 the project pins Python 3.9*1 (Python 3.10)*"])
+
+
+def test_serverless_and_a_cluster_spec_in_one_block_is_mlp803(pytester: pytest.Pytester) -> None:
+    settings = "databricks:\n  serverless: true\n  cluster_spec: cluster.json\n"
+    make_project(
+        pytester.path, **{"pytest-mlproject.yaml": settings, "cluster.json": json.dumps(SPEC)}
+    )
+    result = pytester.runpytest("--mlproject", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(
+        ["*pytest-mlproject.yaml:3: MLP803 `databricks` has both `serverless: true` and a*"]
+    )
+
+
+def test_the_ini_key_turns_serverless_on(pytester: pytest.Pytester) -> None:
+    make_project(pytester.path)
+    pytester.makeini("[pytest]\ndatabricks_serverless = true\ndatabricks_environment_version = 4\n")
+    result = pytester.runpytest(
+        "--mlproject", "--databricks-dry-run", "-p", "no:cacheprovider", "-k", "main and databricks"
+    )
+    result.assert_outcomes(passed=1)
+    assert '"environment_version": "4"' in result.stdout.str()

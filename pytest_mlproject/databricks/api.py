@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from pytest_mlproject.databricks.archive import Archive
     from pytest_mlproject.databricks.clusterspec import ClusterSpec
     from pytest_mlproject.databricks.job import Job
+    from pytest_mlproject.databricks.serverless import Serverless
     from pytest_mlproject.databricks.workspace import Workspace
     from pytest_mlproject.spec import Project
 
@@ -40,6 +41,7 @@ __all__ = [
     "Submission",
     "load_project",
     "own_cluster_spec",
+    "own_compute",
     "prepare",
     "run",
     "submit_entry_point",
@@ -159,12 +161,39 @@ def own_cluster_spec(project: Project, entry: str) -> ClusterSpec | None:
     return None if written is None else parse(written, base=settings.directory)
 
 
+def own_compute(
+    project: Project,
+    entry: str,
+    *,
+    serverless: bool = False,
+    environment_version: str | None = None,
+    session_spec: ClusterSpec | None = None,
+) -> ClusterSpec | Serverless | None:
+    """What runs ``entry`` by ``pytest-mlproject.yaml`` (the entry point's settings, then the
+    project's), else serverless compute when ``serverless``, else ``session_spec``.
+
+    Raises :class:`~pytest_mlproject.databricks.clusterspec.SpecError` when the file names a
+    spec that cannot be read.
+    """
+    from pytest_mlproject.descriptor import ProjectContext, compute_for
+    from pytest_mlproject.options import checking_config
+    from pytest_mlproject.settings import read_settings
+
+    context = ProjectContext(project, read_settings(project.directory))
+    options = checking_config(
+        cluster_spec=session_spec, serverless=serverless, environment_version=environment_version
+    ).databricks
+    return compute_for(context, entry, options)
+
+
 def submit_entry_point(
     project: str | os.PathLike[str] | Project,
     entry: str = "main",
     parameters: Mapping[str, Any] | None = None,
     *,
     cluster_spec: str | os.PathLike[str] | Mapping[str, Any] | ClusterSpec | None = None,
+    serverless: bool = False,
+    environment_version: str | None = None,
     profile: str | None = None,
     upload_dir: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
@@ -183,7 +212,9 @@ def submit_entry_point(
     ``cluster_spec`` is a JSON file (relative to the current folder), inline JSON, a mapping,
     or a parsed :class:`~pytest_mlproject.databricks.clusterspec.ClusterSpec`: a bare
     new-cluster object or ``{"new_cluster": {...}, "libraries": [...]}``. ``None`` takes the
-    spec from ``pytest-mlproject.yaml`` beside the MLproject file.
+    compute from ``pytest-mlproject.yaml`` beside the MLproject file (a cluster spec, or
+    ``serverless: true``), else serverless jobs compute when ``serverless`` is true, in
+    environment ``environment_version`` (default: from the project's Python).
 
     ``workspace`` is a connected :class:`~pytest_mlproject.databricks.workspace.Workspace`
     to use (and leave open); without one, ``profile`` (or the SDK's default auth chain)
@@ -205,6 +236,8 @@ def submit_entry_point(
         entry,
         parameters,
         cluster_spec=cluster_spec,
+        serverless=serverless,
+        environment_version=environment_version,
         profile=profile,
         host=workspace.host if workspace is not None else None,
         timeout=timeout,
@@ -235,6 +268,8 @@ def prepare(
     parameters: Mapping[str, Any] | None = None,
     *,
     cluster_spec: str | os.PathLike[str] | Mapping[str, Any] | ClusterSpec | None = None,
+    serverless: bool = False,
+    environment_version: str | None = None,
     profile: str | None = None,
     host: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
@@ -255,26 +290,41 @@ def prepare(
         raise ValueError(f"timeout must be a number of seconds greater than 0, not {timeout!r}")
     project = load_project(project)
     entry_point = project.entry_point(entry)
+    if serverless and cluster_spec is not None:
+        raise ValueError("give cluster_spec or serverless=True, not both")
+    if environment_version is not None:
+        from pytest_mlproject.databricks.serverless import check_version
+
+        environment_version = check_version(str(environment_version))
+    spec: ClusterSpec | Serverless | None
     if isinstance(cluster_spec, ClusterSpec):
-        spec: ClusterSpec | None = cluster_spec
+        spec = cluster_spec
     elif cluster_spec is not None:
         given = cluster_spec if isinstance(cluster_spec, Mapping) else os.fspath(cluster_spec)
         spec = parse(given)
     else:
-        spec = own_cluster_spec(project, entry)
+        spec = own_compute(
+            project, entry, serverless=serverless, environment_version=environment_version
+        )
     if spec is None:
         raise MLprojectError(
             f"no cluster spec to run {project.name}::{entry} on Databricks: pass cluster_spec "
-            "(a JSON file, inline JSON or a mapping), or write `databricks: cluster_spec:` in "
-            "pytest-mlproject.yaml beside the MLproject file"
+            "(a JSON file, inline JSON or a mapping) or serverless=True, or write `databricks: "
+            "cluster_spec:` (or `serverless: true`) in pytest-mlproject.yaml beside the "
+            "MLproject file"
         )
     found = [p for p in checks.check(project) if p.entry_point is None or p.entry_point == entry]
-    if project.descriptor is not None:
+    if project.descriptor is not None and isinstance(spec, ClusterSpec):
         found += [
             *preflight.project_problems(project, spec, host or configured_host(profile)),
             *preflight.entry_problems(project, entry_point),
         ]
-    else:  # a folder without MLproject, as MLflow accepts: only the spec to check
+    elif project.descriptor is not None and not isinstance(spec, ClusterSpec):
+        found += [
+            *preflight.serverless_project_problems(project, spec, host or configured_host(profile)),
+            *preflight.serverless_entry_problems(project, entry_point),
+        ]
+    elif isinstance(spec, ClusterSpec):  # a folder without MLproject: only the spec to check
         found += check_spec(spec, project.directory / "MLproject")
     errors = [p for p in found if p.is_error]
     if errors:

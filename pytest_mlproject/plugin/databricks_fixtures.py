@@ -60,8 +60,9 @@ class MLprojectDatabricks:
 
         Each keyword left out takes the session's option: ``--databricks-profile``,
         ``--databricks-upload-dir``, ``--databricks-timeout``,
-        ``--databricks-experiment-id``. The cluster spec is ``cluster_spec`` if given, else
-        the project's own in ``pytest-mlproject.yaml``, else ``--databricks-cluster-spec``.
+        ``--databricks-experiment-id``. The compute is ``cluster_spec`` if given, else the
+        project's own in ``pytest-mlproject.yaml`` (a cluster spec or ``serverless: true``),
+        else ``--databricks-serverless`` or ``--databricks-cluster-spec``.
         With ``configured``, parameters not in ``parameters`` come from
         ``--mlproject-param``, ``mlproject_params`` and ``pytest-mlproject.yaml``, as for
         the ``::databricks`` item.
@@ -85,14 +86,27 @@ class MLprojectDatabricks:
                 loaded.entry_point(entry), *layers, settings
             ).items():
                 values.setdefault(name, value)
+        serverless = False
         if cluster_spec is None:
-            cluster_spec = api.own_cluster_spec(loaded, entry) or options.cluster_spec
+            compute = api.own_compute(
+                loaded,
+                entry,
+                serverless=options.serverless,
+                environment_version=options.environment_version,
+                session_spec=options.cluster_spec,
+            )
+            from pytest_mlproject.databricks.clusterspec import ClusterSpec
+
+            serverless = compute is not None and not isinstance(compute, ClusterSpec)
+            cluster_spec = compute if isinstance(compute, ClusterSpec) else None
         profile = profile if profile is not None else options.profile
         submission = api.prepare(
             loaded,
             entry,
             values,
             cluster_spec=cluster_spec,
+            serverless=serverless,
+            environment_version=options.environment_version,
             profile=profile,
             timeout=timeout if timeout is not None else options.timeout,
             experiment_id=experiment_id if experiment_id is not None else options.experiment_id,
