@@ -2,6 +2,7 @@
 
     python benchmarks/bench_databricks.py [--entry-points 16] [--seconds 3] [--repeat 3]
                                           [--serial-runs 2] [--poll 30] [--cluster-start 0]
+                                          [--serverless]
 
 Everything runs on 127.0.0.1: a :class:`pytest_mlproject.testing.FakeWorkspace` in this
 process (a fresh one for every measurement, so every session uploads its project), which
@@ -25,7 +26,11 @@ launcher, which runs the command as a process of its own).
    tracking server), so its own start-up and tracking calls are not counted: the model
    flatters it.
 
-Prints Markdown tables and writes ``benchmarks/out/bench_databricks.json``.
+With ``--serverless`` every session runs ``--databricks-serverless`` (and the serial runs
+submit serverless bodies): the same measurements for serverless jobs compute payloads.
+
+Prints Markdown tables and writes ``benchmarks/out/bench_databricks.json`` (or
+``bench_databricks_serverless.json``).
 """
 
 from __future__ import annotations
@@ -83,6 +88,10 @@ def session_env(host: str, token: str, root: Path) -> dict[str, str]:
     return env
 
 
+#: The session's compute options: a cluster spec, or ``--databricks-serverless``.
+COMPUTE_ARGS = ["--databricks-cluster-spec", "cluster.json"]
+
+
 def timed_session(
     project: Path, runs: int, cluster_start: float, extra_args: tuple[str, ...] = ()
 ) -> tuple[float, list[Any], dict[str, Any]]:
@@ -97,8 +106,7 @@ def timed_session(
             "pytest",
             "--mlproject",
             "--databricks",
-            "--databricks-cluster-spec",
-            "cluster.json",
+            *COMPUTE_ARGS,
             "-p",
             "no:cacheprovider",
             "-q",
@@ -138,12 +146,13 @@ def serial(project: Path, runs: int, poll: float, cluster_start: float) -> list[
     """One run after another, each waited for the way MLflow's ``SubmittedRun.wait`` does."""
     from pytest_mlproject.databricks import archive, payload
     from pytest_mlproject.databricks.clusterspec import parse
+    from pytest_mlproject.databricks.serverless import Serverless
     from pytest_mlproject.databricks.workspace import Workspace
     from pytest_mlproject.spec import load
     from pytest_mlproject.testing import FakeWorkspace
 
     loaded = load(project)
-    spec = parse(SPEC)
+    spec = Serverless() if "--databricks-serverless" in COMPUTE_ARGS else parse(SPEC)
     packed = archive.pack(project)
     times = []
     with FakeWorkspace() as fake, Workspace.connect(host=fake.host, token=fake.token) as ws:
@@ -186,7 +195,12 @@ def main() -> int:
     parser.add_argument(
         "--cluster-start", type=float, default=0.0, help="seconds each task stays PENDING"
     )
+    parser.add_argument(
+        "--serverless", action="store_true", help="serverless jobs compute payloads"
+    )
     args = parser.parse_args()
+    if args.serverless:
+        COMPUTE_ARGS[:] = ["--databricks-serverless"]
     n = args.entry_points
     load_before = os.getloadavg()[0]
 
@@ -224,6 +238,7 @@ def main() -> int:
     serial_mean = statistics.mean(serial_times)
     serial_model = serial_mean * n
     results = {
+        "compute": "serverless" if args.serverless else "cluster",
         "python": platform.python_version(),
         "load_average": os.getloadavg(),
         "args": vars(args),
@@ -238,12 +253,13 @@ def main() -> int:
         "serial_model_s": serial_model,
     }
     OUT.mkdir(exist_ok=True)
-    (OUT / "bench_databricks.json").write_text(json.dumps(results, indent=2) + "\n")
+    name = "bench_databricks_serverless.json" if args.serverless else "bench_databricks.json"
+    (OUT / name).write_text(json.dumps(results, indent=2) + "\n")
 
     cores = os.cpu_count()
     print(f"Python {platform.python_version()} on {platform.system()}, {cores} cores, ", end="")
     print(f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after; ", end="")
-    print(f"medians of {args.repeat} rounds")
+    print(f"medians of {args.repeat} rounds; {results['compute']} payloads")
     print()
     print("| what | wall time |")
     print("| --- | --- |")
