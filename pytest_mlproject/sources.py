@@ -153,6 +153,14 @@ def resolve_source(
         )
     folder = _local_folder(parsed.location)
     if folder is not None and version is None:
+        if _is_bare_repository(folder):
+            # MLflow takes it as a folder too, and then finds no project in it.
+            raise SourceError(
+                f"project URI {shown} names a bare Git repository, which has no working "
+                "tree to take the project from: give the version to check out after `@` in "
+                "the URI's fragment (`URI#@main`, `URI#sub/dir@main`) or with "
+                "--mlproject-version"
+            )
         directory = _subdirectory(folder, parsed.subdirectory)
         return Source(shown, directory, "folder", None, git_commit(directory))
     if folder is not None:
@@ -192,6 +200,16 @@ def _subdirectory(root: Path, subdirectory: str) -> Path:
             "at a folder inside it"
         )
     return directory
+
+
+def _is_bare_repository(folder: Path) -> bool:
+    """The folder is a bare Git repository (what `git clone --bare` makes), told without Git."""
+    return (
+        (folder / "HEAD").is_file()
+        and (folder / "objects").is_dir()
+        and (folder / "refs").is_dir()
+        and not (folder / ".git").exists()
+    )
 
 
 def _is_git_repository(folder: Path) -> bool:

@@ -146,6 +146,21 @@ def test_a_version_needs_a_git_repository(tmp_path: Path, cache: Path) -> None:
     assert isinstance(info.value, MLprojectError)
 
 
+def test_a_bare_repository_needs_a_version(origin: Path, cache: Path, tmp_path: Path) -> None:
+    bare = tmp_path / "bare.git"
+    git(tmp_path, "clone", "-q", "--bare", str(origin), str(bare))
+    with pytest.raises(SourceError) as info:
+        resolve_source(f"file://{bare}#projects/demo", cache_dir=cache)
+    assert str(info.value) == (
+        f"project URI file://{bare}#projects/demo names a bare Git repository, which has no "
+        "working tree to take the project from: give the version to check out after `@` in "
+        "the URI's fragment (`URI#@main`, `URI#sub/dir@main`) or with --mlproject-version"
+    )
+    source = resolve_source(f"file://{bare}#projects/demo", "main", cache_dir=cache)
+    assert (source.kind, source.commit) == ("git", git(origin, "rev-parse", "main"))
+    assert (source.directory / "marker.txt").read_text() == "two"
+
+
 def test_zip_archives_are_refused(cache: Path) -> None:
     with pytest.raises(SourceError, match="zip archive"):
         resolve_source("https://h/project.zip", cache_dir=cache)
