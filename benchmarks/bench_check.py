@@ -33,8 +33,9 @@ quadratic in a session this size), ``mlflow`` (a loop over MLflow's ``load_proje
 ``--install`` says how the plugin is installed (see :class:`Install`): ``editable`` (the
 project's virtualenv) and ``wheel`` (a wheel of the working tree, or of ``--plugin-commit``,
 installed by pip into a fresh virtualenv). Untimed runs write bytecode for both sides (and
-pytest's rewritten plugin modules); timed runs only read it. ``--startup PAIRS`` compares
-``pytest --mlproject`` with ``pytest -p no:mlproject`` on one descriptor. Results go to
+pytest's rewritten plugin modules); timed runs only read it. ``--startup ROUNDS`` compares
+``pytest --mlproject`` with ``pytest -p no:mlproject`` (the goal's baseline) and with the floor
+on one descriptor, in rounds of the three whose order rotates. Results go to
 ``benchmarks/out/bench_check.json`` and ``.md``; ``--profile`` adds a cProfile of ours and of
 the floor at the largest size.
 """
@@ -462,41 +463,52 @@ class StartupResult:
     install: str
     ours: list[Measurement]
     without: list[Measurement]
+    floor: list[Measurement]
 
-    def differences_ms(self, what: str) -> list[float]:
+    def differences_ms(self, what: str, against: str = "without") -> list[float]:
+        """Ours minus ``against`` (``without`` or ``floor``), round by round."""
+        others: list[Measurement] = getattr(self, against)
         return [
             1000 * (getattr(a, what) - getattr(b, what))
-            for a, b in zip(self.ours, self.without, strict=True)
+            for a, b in zip(self.ours, others, strict=True)
         ]
 
 
-def bench_startup(case: Path, pairs: int, install: Install, root: Path) -> StartupResult:
-    """One descriptor: ``pytest --mlproject`` against ``pytest -p no:mlproject`` on the same
-    tree (which collects nothing), in ``pairs`` alternating pairs."""
+STARTUP_RUNNERS = ("ours", "floor", "without")
+
+
+def bench_startup(case: Path, rounds: int, install: Install, root: Path) -> StartupResult:
+    """One descriptor, in ``rounds`` rounds whose order rotates: ``pytest --mlproject``;
+    ``pytest -p no:mlproject`` on the same tree (which collects nothing), the goal's baseline;
+    and the floor on the same tree (the same items, replaying ours' failures and warnings),
+    which shows how much of the difference any plugin giving these items pays (PyYAML's
+    import, pytest running two items)."""
     with tempfile.TemporaryDirectory(prefix="bench-mlproject-startup-", dir=root) as name:
-        folder = Path(name)
-        (folder / "pytest.ini").write_text("[pytest]\n", "utf-8")
-        shutil.copytree(case, folder / TREE / case.name, symlinks=True)
-        env = base_env(install.plugin_path)
+        tree = build_tree(Path(name), [case], 1, install)  # untimed: bytecode, outcomes
         commands = {
-            "ours": pytest_command(install.python, "--mlproject"),
-            "without": pytest_command(install.python, "-p", "no:mlproject"),
+            "ours": runner_command("ours", tree),
+            "floor": runner_command("floor", tree),
+            "without": (pytest_command(install.python, "-p", "no:mlproject"), tree.env),
         }
-        expected = {"ours": (0, 1), "without": (5,)}  # 5: no tests collected
-        for runner, command in commands.items():  # untimed: bytecode, as a user's 2nd run
-            measure(command, folder, env, folder / f"warm-{runner}.log")
-        runs: dict[str, list[Measurement]] = {"ours": [], "without": []}
-        for index in range(pairs):
-            order = ("ours", "without") if index % 2 == 0 else ("without", "ours")
-            for runner in order:
-                log = folder / f"{runner}.log"
-                run = measure(commands[runner], folder, timed(env), log)
+        expected = {"ours": (0, 1), "floor": (0, 1), "without": (5,)}  # 5: nothing collected
+        for runner, (command, env) in commands.items():  # untimed: bytecode for each side
+            measure(command, tree.root, env, tree.root / f"warm-{runner}.log")
+        runs: dict[str, list[Measurement]] = {runner: [] for runner in STARTUP_RUNNERS}
+        for index in range(rounds):
+            shift = index % len(STARTUP_RUNNERS)
+            for runner in (*STARTUP_RUNNERS[shift:], *STARTUP_RUNNERS[:shift]):
+                command, env = commands[runner]
+                run = measure(command, tree.root, timed(env), tree.root / f"{runner}.log")
                 if run.returncode not in expected[runner]:
                     sys.exit(f"bench_check: startup {runner} exited with {run.returncode}")
                 runs[runner].append(run)
-        result = StartupResult(install.name, runs["ours"], runs["without"])
-        difference = statistics.median(result.differences_ms("seconds"))
-        say(f"{install.name} startup: ours - without, median of {pairs} pairs: {difference:.0f} ms")
+        result = StartupResult(install.name, runs["ours"], runs["without"], runs["floor"])
+        over = statistics.median(result.differences_ms("seconds"))
+        over_floor = statistics.median(result.differences_ms("seconds", "floor"))
+        say(
+            f"{install.name} startup, median of {rounds} rounds: ours - without {over:.0f} ms,"
+            f" ours - floor {over_floor:.0f} ms"
+        )
         return result
 
 
@@ -664,24 +676,45 @@ def markdown(sizes: Sequence[SizeResult], startups: Sequence[StartupResult]) -> 
     if startups:
         rows = []
         for startup in startups:
-            wall = statistics.median(startup.differences_ms("seconds"))
-            cpu = statistics.median(startup.differences_ms("cpu_seconds"))
+
+            def over(what: str, against: str, startup: StartupResult = startup) -> str:
+                return f"{statistics.median(startup.differences_ms(what, against)):+.0f} ms"
+
+            def wall(runs: list[Measurement]) -> str:
+                return f"{statistics.median(r.seconds for r in runs) * 1000:.0f} ms"
+
             rows.append(
                 [
                     startup.install,
-                    f"{statistics.median(r.seconds for r in startup.ours) * 1000:.0f} ms",
-                    f"{statistics.median(r.seconds for r in startup.without) * 1000:.0f} ms",
-                    f"**{wall:+.0f} ms**",
-                    f"{cpu:+.0f} ms",
-                    load_range([r.load_before for r in (*startup.ours, *startup.without)]),
+                    wall(startup.ours),
+                    wall(startup.floor),
+                    wall(startup.without),
+                    f"**{over('seconds', 'without')}**",
+                    over("cpu_seconds", "without"),
+                    over("seconds", "floor"),
+                    over("cpu_seconds", "floor"),
+                    load_range(
+                        [r.load_before for r in (*startup.ours, *startup.floor, *startup.without)]
+                    ),
                 ]
             )
-        pairs = len(startups[0].ours)
+        rounds = len(startups[0].ours)
         parts.append(
-            f"Start-up, one descriptor, {pairs} alternating pairs: `pytest --mlproject` and "
-            "`pytest -p no:mlproject` (medians), and the median of the pairs' differences:\n\n"
+            f"Start-up, one descriptor, {rounds} rounds: `pytest --mlproject`, the floor and "
+            "`pytest -p no:mlproject` (medians), and the medians of ours' differences from "
+            "each, round by round:\n\n"
             + table(
-                ["install", "--mlproject", "-p no:mlproject", "wall, over", "CPU, over", "load"],
+                [
+                    "install",
+                    "--mlproject",
+                    "floor",
+                    "-p no:mlproject",
+                    "over -p no:mlproject, wall",
+                    "CPU",
+                    "over the floor, wall",
+                    "CPU",
+                    "load",
+                ],
                 rows,
             )
         )
@@ -748,6 +781,7 @@ def as_json(
                 "install": s.install,
                 "ours": [asdict(run) for run in s.ours],
                 "without": [asdict(run) for run in s.without],
+                "floor": [asdict(run) for run in s.floor],
             }
             for s in startups
         ],
@@ -771,8 +805,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--startup",
         type=int,
         default=20,
-        metavar="PAIRS",
-        help="pairs of the start-up comparison (0: skip it)",
+        metavar="ROUNDS",
+        help="rounds of the start-up comparison (0: skip it)",
     )
     parser.add_argument(
         "--install",
