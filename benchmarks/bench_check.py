@@ -38,6 +38,12 @@ pytest's rewritten plugin modules); timed runs only read it. ``--startup ROUNDS`
 on one descriptor, in rounds of the three whose order rotates. Results go to
 ``benchmarks/out/bench_check.json`` and ``.md``; ``--profile`` adds a cProfile of ours and of
 the floor at the largest size.
+
+Times on a shared machine move with its neighbours' work, by tens of percent from one run to
+the next. ``--instructions`` adds a count that does not: each side once more under valgrind
+(``cachegrind`` without its cache simulation), which counts the instructions the process
+executes in user space; with ``--pairs 0`` it is the only measurement, and it may then run
+beside other work.
 """
 
 from __future__ import annotations
@@ -404,8 +410,12 @@ class SizeResult:
     results: dict[str, Result]
     profiles: dict[str, Any]
     plugin_file: str
+    #: Instructions each runner executed (``--instructions``): one run each, under valgrind.
+    instructions: dict[str, int] = field(default_factory=dict)
 
     def pair_ratios(self, what: str) -> list[float]:
+        if "ours" not in self.results:  # --pairs 0
+            return []
         ours, floor = self.results["ours"].runs, self.results["floor"].runs
         return [getattr(a, what) / getattr(b, what) for a, b in zip(ours, floor, strict=True)]
 
@@ -427,9 +437,11 @@ def bench_size(
     *,
     profile: bool,
     extra: bool,
+    instructions: bool = False,
 ) -> SizeResult:
     """``pairs`` alternating pairs of ours and the floor (ours first in every other pair),
-    and with ``extra`` the other runners once a pair."""
+    with ``extra`` the other runners once a pair, and with ``instructions`` one run each of
+    ours and the floor under valgrind."""
     with tempfile.TemporaryDirectory(prefix=f"bench-mlproject-{size}-", dir=root) as name:
         folder = Path(name)
         say(f"{install.name} N={size}: copying and calibrating in {folder}")
@@ -448,7 +460,39 @@ def bench_size(
                 )
         results = {name: result for name, result in results.items() if result.runs}
         profiles = profile_runs(tree) if profile else {}
-        return SizeResult(install.name, tree, results, profiles, plugin_imported(tree))
+        counted: dict[str, int] = {}
+        if instructions:
+            for runner in PAIR:
+                command, env = runner_command(runner, tree)
+                expected = (1,) if tree.failing else (0,)
+                counted[runner] = count_instructions(command, tree.root, timed(env), expected)
+                say(f"{install.name} N={size} {runner}: {counted[runner]:,} instructions")
+        return SizeResult(install.name, tree, results, profiles, plugin_imported(tree), counted)
+
+
+# --- instructions -----------------------------------------------------------------------
+
+#: Valgrind's cachegrind without its cache simulation: it counts the instructions a process
+#: executes in user space, the same from run to run (within 0.1% here), however loaded the
+#: machine is. Kernel time (system calls such as ``stat``) is not in the count.
+VALGRIND = ("valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null")
+_INSTRUCTIONS = re.compile(r"^==\d+== I\s+refs:\s+([\d,]+)\s*$", re.MULTILINE)
+
+
+def count_instructions(
+    command: Sequence[str], cwd: Path, env: dict[str, str], expected: tuple[int, ...]
+) -> int:
+    """Run ``command`` once under valgrind; the instructions it executed."""
+    if shutil.which(VALGRIND[0]) is None:
+        sys.exit("bench_check: --instructions needs valgrind on PATH (apt install valgrind)")
+    process = subprocess.run(
+        [*VALGRIND, *command], cwd=cwd, env=env, capture_output=True, text=True, check=False
+    )
+    found = _INSTRUCTIONS.findall(process.stderr)
+    if process.returncode not in expected or len(found) != 1:
+        tail = process.stderr.strip().splitlines()[-3:]
+        sys.exit(f"bench_check: {' '.join(command)} under valgrind: {process.returncode} {tail}")
+    return int(found[0].replace(",", ""))
 
 
 def say(message: str) -> None:
@@ -464,6 +508,7 @@ class StartupResult:
     ours: list[Measurement]
     without: list[Measurement]
     floor: list[Measurement]
+    instructions: dict[str, int] = field(default_factory=dict)
 
     def differences_ms(self, what: str, against: str = "without") -> list[float]:
         """Ours minus ``against`` (``without`` or ``floor``), round by round."""
@@ -477,7 +522,9 @@ class StartupResult:
 STARTUP_RUNNERS = ("ours", "floor", "without")
 
 
-def bench_startup(case: Path, rounds: int, install: Install, root: Path) -> StartupResult:
+def bench_startup(
+    case: Path, rounds: int, install: Install, root: Path, *, instructions: bool = False
+) -> StartupResult:
     """One descriptor, in ``rounds`` rounds whose order rotates: ``pytest --mlproject``;
     ``pytest -p no:mlproject`` on the same tree (which collects nothing), the goal's baseline;
     and the floor on the same tree (the same items, replaying ours' failures and warnings),
@@ -502,13 +549,21 @@ def bench_startup(case: Path, rounds: int, install: Install, root: Path) -> Star
                 if run.returncode not in expected[runner]:
                     sys.exit(f"bench_check: startup {runner} exited with {run.returncode}")
                 runs[runner].append(run)
-        result = StartupResult(install.name, runs["ours"], runs["without"], runs["floor"])
-        over = statistics.median(result.differences_ms("seconds"))
-        over_floor = statistics.median(result.differences_ms("seconds", "floor"))
-        say(
-            f"{install.name} startup, median of {rounds} rounds: ours - without {over:.0f} ms,"
-            f" ours - floor {over_floor:.0f} ms"
-        )
+        counted: dict[str, int] = {}
+        if instructions:
+            for runner, (command, env) in commands.items():
+                counted[runner] = count_instructions(
+                    command, tree.root, timed(env), expected[runner]
+                )
+                say(f"{install.name} startup {runner}: {counted[runner]:,} instructions")
+        result = StartupResult(install.name, runs["ours"], runs["without"], runs["floor"], counted)
+        if rounds:
+            over = statistics.median(result.differences_ms("seconds"))
+            over_floor = statistics.median(result.differences_ms("seconds", "floor"))
+            say(
+                f"{install.name} startup, median of {rounds} rounds: ours - without "
+                f"{over:.0f} ms, ours - floor {over_floor:.0f} ms"
+            )
         return result
 
 
@@ -612,9 +667,11 @@ def load_range(loads: Sequence[float]) -> str:
 
 def markdown(sizes: Sequence[SizeResult], startups: Sequence[StartupResult]) -> str:
     parts = []
-    if sizes:
+    timed_sizes = [size for size in sizes if "ours" in size.results]
+    timed_startups = [startup for startup in startups if startup.ours]
+    if timed_sizes:
         rows = []
-        for size in sizes:
+        for size in timed_sizes:
             by = size.results
             ours, floor = by["ours"], by["floor"]
             tree = size.tree
@@ -655,7 +712,7 @@ def markdown(sizes: Sequence[SizeResult], startups: Sequence[StartupResult]) -> 
                 rows,
             )
         )
-        others = [(s, r) for s in sizes for r in s.results.values() if r.runner not in PAIR]
+        others = [(s, r) for s in timed_sizes for r in s.results.values() if r.runner not in PAIR]
         if others:
             parts.append(
                 "Other runners, median wall (CPU) time:\n\n"
@@ -673,9 +730,9 @@ def markdown(sizes: Sequence[SizeResult], startups: Sequence[StartupResult]) -> 
                     ],
                 )
             )
-    if startups:
+    if timed_startups:
         rows = []
-        for startup in startups:
+        for startup in timed_startups:
 
             def over(what: str, against: str, startup: StartupResult = startup) -> str:
                 return f"{statistics.median(startup.differences_ms(what, against)):+.0f} ms"
@@ -698,7 +755,7 @@ def markdown(sizes: Sequence[SizeResult], startups: Sequence[StartupResult]) -> 
                     ),
                 ]
             )
-        rounds = len(startups[0].ours)
+        rounds = len(timed_startups[0].ours)
         parts.append(
             f"Start-up, one descriptor, {rounds} rounds: `pytest --mlproject`, the floor and "
             "`pytest -p no:mlproject` (medians), and the medians of ours' differences from "
@@ -718,7 +775,65 @@ def markdown(sizes: Sequence[SizeResult], startups: Sequence[StartupResult]) -> 
                 rows,
             )
         )
+    parts.extend(instructions_tables(sizes, startups))
     return "\n".join(parts)
+
+
+def instructions_tables(
+    sizes: Sequence[SizeResult], startups: Sequence[StartupResult]
+) -> list[str]:
+    parts = []
+    counted = [size for size in sizes if size.instructions]
+    if counted:
+        rows = [
+            [
+                size.install,
+                str(len(size.tree.folders)),
+                f"{size.instructions['ours'] / 1e6:,.0f} M",
+                f"{size.instructions['floor'] / 1e6:,.0f} M",
+                f"**{size.instructions['ours'] / size.instructions['floor']:.3f}x**",
+            ]
+            for size in counted
+        ]
+        parts.append(
+            "Instructions executed in user space, one run each under valgrind (the same from "
+            "run to run, whatever the load):\n\n"
+            + table(["install", "N", "ours", "floor", "ratio"], rows)
+        )
+    counted_startups = [startup for startup in startups if startup.instructions]
+    if counted_startups:
+        rows = []
+        for startup in counted_startups:
+            ours, floor, without = (
+                startup.instructions[runner] for runner in ("ours", "floor", "without")
+            )
+            rows.append(
+                [
+                    startup.install,
+                    f"{ours / 1e6:,.0f} M",
+                    f"{floor / 1e6:,.0f} M",
+                    f"{without / 1e6:,.0f} M",
+                    f"**{(ours - without) / 1e6:+,.0f} M**",
+                    f"{(ours - floor) / 1e6:+,.0f} M",
+                    f"{(floor - without) / 1e6:+,.0f} M",
+                ]
+            )
+        parts.append(
+            "Start-up in instructions, one descriptor, one run each under valgrind:\n\n"
+            + table(
+                [
+                    "install",
+                    "--mlproject",
+                    "floor",
+                    "-p no:mlproject",
+                    "ours over -p no:mlproject",
+                    "ours over the floor",
+                    "floor over -p no:mlproject",
+                ],
+                rows,
+            )
+        )
+    return parts
 
 
 def machine() -> dict[str, Any]:
@@ -773,6 +888,7 @@ def as_json(
                     for r in size.results.values()
                 },
                 "profiles": size.profiles,
+                "instructions": size.instructions,
             }
             for size in sizes
         ],
@@ -782,6 +898,7 @@ def as_json(
                 "ours": [asdict(run) for run in s.ours],
                 "without": [asdict(run) for run in s.without],
                 "floor": [asdict(run) for run in s.floor],
+                "instructions": s.instructions,
             }
             for s in startups
         ],
@@ -824,14 +941,23 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--profile", action="store_true", help="cProfile ours and the floor at the largest size"
     )
     parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="also count each side's instructions once under valgrind (with --pairs 0, only that)",
+    )
+    parser.add_argument(
         "--plugin-commit", metavar="REF", help="measure the plugin as of this commit"
     )
     parser.add_argument(
         "--corpus", type=Path, default=Path(os.environ.get("MLPROJECT_CORPUS", DEFAULT_CORPUS))
     )
     args = parser.parse_args(argv)
-    if args.pairs < 1 or (args.sizes and min(args.sizes) < 1) or args.startup < 0:
-        parser.error("--sizes and --pairs must be at least 1, --startup at least 0")
+    least_pairs = 0 if args.instructions else 1
+    if args.pairs < least_pairs or (args.sizes and min(args.sizes) < 1) or args.startup < 0:
+        parser.error(
+            "--sizes must be at least 1, --pairs at least 1 (0 with --instructions), "
+            "--startup at least 0"
+        )
     return args
 
 
@@ -851,7 +977,13 @@ def main(argv: Sequence[str]) -> int:
             install = INSTALLS[install_name](install_root, args.plugin_commit)
             commit = install.commit
             if args.startup:
-                startups.append(bench_startup(cases[0], args.startup, install, install_root))
+                # --pairs 0 (with --instructions): the counts alone, no timed rounds either.
+                rounds = args.startup if args.pairs else 0
+                startups.append(
+                    bench_startup(
+                        cases[0], rounds, install, install_root, instructions=args.instructions
+                    )
+                )
             largest = max(args.sizes, default=0)
             for n in sorted(set(args.sizes)):
                 profile = args.profile and n == largest
@@ -864,6 +996,7 @@ def main(argv: Sequence[str]) -> int:
                         install_root,
                         profile=profile,
                         extra=args.extra,
+                        instructions=args.instructions,
                     )
                 )
     plugin = plugin_description(commit)
