@@ -7,6 +7,7 @@ import importlib
 import os
 import pkgutil
 import shutil
+import signal
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,6 +38,13 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 REPO = Path(__file__).resolve().parents[1]
+
+# A shell without job control starts background commands (`.ci/run &`) with SIGINT ignored,
+# and every process started from them inherits that: the tests that interrupt a session, a
+# command or the fake workspace would then wait for an interrupt that never comes. Python's
+# own handler again, here, before the xdist workers and nested sessions are started.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Variables a CI service or a developer's shell may set that change what a nested session
 # prints or where it connects: GitHub annotations, and real Databricks credentials (the SDK
