@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import PYTEST_9, git, junit
+from helpers import PYTEST_9, git, gone, junit
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -41,31 +41,6 @@ def project(
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     return pytester.runpytest("-p", "no:cacheprovider", "--mlproject-run", *args)
-
-
-def running(pid: int) -> bool:
-    """The process exists and has not exited (a zombie nobody reaped yet has exited)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc: ask the kernel
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] not in {"Z", "X"}
-
-
-def gone(pid: int) -> bool:
-    """Wait for a killed process to finish dying; ``False`` if it is still there after 10 s."""
-    until = time.monotonic() + 10
-    while running(pid):
-        if time.monotonic() > until:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def read_pid(path: Path) -> int:
@@ -439,7 +414,7 @@ def test_ctrl_c_or_sigterm_during_a_run_ends_the_command_and_its_children(
         if session.poll() is None:
             session.kill()
             session.wait()
-        for pid in filter(running, pids):  # a failed test leaves nothing behind either
+        for pid in [pid for pid in pids if not gone(pid, within=0)]:  # nor after a failure
             os.kill(pid, signal.SIGKILL)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import re
 import sys
 from pathlib import Path
@@ -13,21 +12,12 @@ import pytest
 from databricks.sdk.errors import InvalidParameterValue, ResourceDoesNotExist
 from databricks.sdk.service.jobs import GitSource, JobEnvironment
 from databricks.sdk.service.workspace import ImportFormat
+from helpers import gone
 
 if TYPE_CHECKING:
     from workspace_helpers import Harness
 
 pytest_plugins = ["pytest_mlproject.plugin.workspace_fixtures", "workspace_helpers"]
-
-
-def _gone(pid: int) -> bool:
-    """Whether the process has exited; a zombie waiting for its parent counts as gone."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def test_success_runs_the_file_with_parameters_env_and_companion_files(
@@ -257,7 +247,7 @@ def test_cancel_interrupts_the_task_and_reports_what_it_left_running(
     assert [left.pid for left in leftovers] == [child_pid]
     assert "time.sleep(60)" in leftovers[0].command
     assert harness.workspace.leftovers(harness.task_id(run)) == leftovers
-    harness.until(lambda: _gone(task_pid) and _gone(child_pid))
+    harness.until(lambda: gone(task_pid, within=0) and gone(child_pid, within=0))
     assert harness.workspace.active_runs() == []
 
 
@@ -281,7 +271,7 @@ def test_a_task_that_ignores_the_interrupt_is_killed_after_the_grace(
     run = harness.wait_for_end(run_id)
 
     assert harness.result(run) == "CANCELED"
-    assert _gone(int(pid_file.read_text()))
+    assert gone(int(pid_file.read_text()), within=0)
     assert harness.workspace.leftovers(run_id) == []
 
 

@@ -7,7 +7,6 @@ import contextlib
 import http.client
 import io
 import json
-import os
 import re
 import signal
 import subprocess
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from databricks.sdk.errors import NotFound, Unauthenticated
+from helpers import gone
 
 from pytest_mlproject.testing import FakeWorkspace
 from pytest_mlproject.testing.requestlog import REDACTED, LoggedRequest
@@ -46,15 +46,6 @@ def _raw(
     response.read()
     connection.close()
     return response
-
-
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def test_every_api_call_needs_the_token(databricks_workspace: FakeWorkspace) -> None:
@@ -220,7 +211,7 @@ def test_stop_leaves_no_process_thread_file_or_socket_behind(harness: Harness) -
         pending.getresponse().read()
     pending.close()
     assert not root.exists()
-    assert _gone(pid)
+    assert gone(pid, within=0)
     assert workspace.active_runs() == []
     assert not [t.name for t in threading.enumerate() if t.name.startswith("fake-databricks")]
     with pytest.raises(ConnectionRefusedError):
@@ -258,7 +249,7 @@ def test_the_fixture_cleans_up_after_a_users_test(pytester: pytest.Pytester) -> 
     result.assert_outcomes(passed=1)
     state = json.loads((pytester.path / "state.json").read_text())
     assert not Path(state["root"]).exists()
-    assert _gone(state["pid"])
+    assert gone(state["pid"], within=0)
 
 
 def test_python_m_serves_until_interrupted(tmp_path: Path) -> None:
