@@ -42,7 +42,7 @@ the floor at the largest size.
 Times on a shared machine move with its neighbours' work, by tens of percent from one run to
 the next. ``--instructions`` adds a count that does not: each side once more under valgrind
 (``cachegrind`` without its cache simulation), which counts the instructions the process
-executes in user space; with ``--pairs 0`` it is the only measurement, and it may then run
+executes in user space; with ``--pairs 0`` nothing is timed, and the run may then go on
 beside other work.
 """
 
@@ -137,6 +137,11 @@ class Tree:
     failing: int
     warning_items: int
     warnings: int
+
+    @property
+    def exit_code(self) -> int:
+        """How ours, and the floor replaying it, end on this tree: 1 if an item fails."""
+        return 1 if self.failing else 0
 
 
 # --- the tree ---------------------------------------------------------------------------
@@ -267,7 +272,7 @@ def run_once(runner: str, tree: Tree) -> Measurement:
     log = tree.root / f"{runner}.log"
     result = measure(command, tree.root, timed(env), log)
     replays_ours = runner.startswith(("ours", "floor")) and runner != "floor-pass"
-    expected = 1 if replays_ours and tree.failing else 0
+    expected = tree.exit_code if replays_ours else 0
     if result.returncode != expected:
         tail = "\n".join(log.read_text("utf-8", errors="replace").splitlines()[-20:])
         sys.exit(f"bench_check: {runner} exited with {result.returncode}:\n{tail}")
@@ -465,8 +470,9 @@ def bench_size(
         if instructions:
             for runner in PAIR:
                 command, env = runner_command(runner, tree)
-                expected = (1,) if tree.failing else (0,)
-                counted[runner] = count_instructions(command, tree.root, timed(env), expected)
+                counted[runner] = count_instructions(
+                    command, tree.root, timed(env), (tree.exit_code,)
+                )
                 say(f"{install.name} N={size} {runner}: {counted[runner]:,} instructions")
         return SizeResult(install.name, tree, results, profiles, plugin_imported(tree), counted)
 
@@ -483,9 +489,8 @@ _INSTRUCTIONS = re.compile(r"^==\d+== I\s+refs:\s+([\d,]+)\s*$", re.MULTILINE)
 def count_instructions(
     command: Sequence[str], cwd: Path, env: dict[str, str], expected: tuple[int, ...]
 ) -> int:
-    """Run ``command`` once under valgrind; the instructions it executed."""
-    if shutil.which(VALGRIND[0]) is None:
-        sys.exit("bench_check: --instructions needs valgrind on PATH (apt install valgrind)")
+    """Run ``command`` once under valgrind (``parse_args`` made sure it is there); the
+    instructions it executed."""
     process = subprocess.run(
         [*VALGRIND, *command], cwd=cwd, env=env, capture_output=True, text=True, check=False
     )
@@ -541,8 +546,8 @@ def bench_startup(
             "floor": runner_command("floor", tree),
             "without": (pytest_command(install.python, "-p", "no:mlproject"), tree.env),
         }
-        failing = (1,) if tree.failing else (0,)  # the floor replays ours' failures
-        expected = {"ours": failing, "floor": failing, "without": (5,)}  # 5: nothing collected
+        # The floor replays ours' failures; 5: nothing collected.
+        expected = {"ours": (tree.exit_code,), "floor": (tree.exit_code,), "without": (5,)}
         for runner, (command, env) in commands.items():  # untimed: bytecode for each side
             measure(command, tree.root, env, tree.root / f"warm-{runner}.log")
         runs: dict[str, list[Measurement]] = {runner: [] for runner in STARTUP_RUNNERS}
