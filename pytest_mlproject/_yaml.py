@@ -14,9 +14,8 @@ import functools
 import os
 import stat
 from collections.abc import Hashable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -26,8 +25,7 @@ _BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(NamedTuple):
     """What a descriptor (or an environment file) may cost to read."""
 
     max_bytes: int = 1024 * 1024
@@ -78,8 +76,7 @@ class YamlSeq(list[Any]):
         return self.item_lines[index] if 0 <= index < len(self.item_lines) else self.line
 
 
-@dataclass(frozen=True)
-class YamlIssue:
+class YamlIssue(NamedTuple):
     """Why a document could not be read: a rule code, a line and a message."""
 
     code: str
@@ -87,8 +84,7 @@ class YamlIssue:
     message: str
 
 
-@dataclass(frozen=True)
-class Duplicate:
+class Duplicate(NamedTuple):
     key: Any
     line: int
     first_line: int

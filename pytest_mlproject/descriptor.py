@@ -6,9 +6,8 @@ both report through :func:`descriptor_problems`, so they always agree.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from pytest_mlproject import checks, spec
 from pytest_mlproject.problems import Problem
@@ -21,8 +20,7 @@ if TYPE_CHECKING:
     from pytest_mlproject.sources import Source
 
 
-@dataclass(frozen=True)
-class ProjectContext:
+class ProjectContext(NamedTuple):
     """What every item of one project shares: the project, its settings, where it came from."""
 
     project: spec.Project

@@ -7,9 +7,8 @@ that need it (:mod:`pytest_mlproject.descriptor`) use it without pytest.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from pytest_mlproject.commands import ParamSpec
@@ -21,8 +20,7 @@ DEFAULT_DATABRICKS_TIMEOUT = 7200.0
 DEFAULT_MAX_PARALLEL = 16
 
 
-@dataclass(frozen=True)
-class DatabricksConfig:
+class DatabricksConfig(NamedTuple):
     #: ``--databricks``: submit each entry point as a one-time job run.
     submit: bool
     dry_run: bool
@@ -40,8 +38,7 @@ class DatabricksConfig:
     environment_version: str | None = None
 
 
-@dataclass(frozen=True)
-class MLprojectConfig:
+class MLprojectConfig(NamedTuple):
     enabled: bool
     run: bool
     strict: bool
