@@ -1,7 +1,8 @@
 """The ``databricks_workspace`` fixture: the fake workspace (pytest_mlproject.testing), for tests.
 
-The plugin registers this module for every session, so it imports the server only when a test
-asks for the fixture.
+The plugin imports this module in every session, so it imports the server only when a test
+asks for the fixture. A session without the plugin can use it alone: ``-p
+pytest_mlproject.plugin.workspace_fixtures``.
 """
 
 from __future__ import annotations

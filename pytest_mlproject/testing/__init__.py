@@ -3,7 +3,7 @@
 made to misbehave (throttling, errors, dropped connections, slow or odd runs).
 
 Only the standard library is imported, and only when a name below is first used, so that the
-pytest plugin can register ``pytest_mlproject.plugin.workspace_fixtures`` at no cost.
+pytest plugin can import ``pytest_mlproject.plugin.workspace_fixtures`` at no cost.
 ``FakeWorkspace.client()`` imports ``databricks.sdk`` when called.
 """
 
