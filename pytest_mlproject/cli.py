@@ -271,7 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print(f"mlproject-check: error: {exc}", file=sys.stderr)
         return 2
-    from pytest_mlproject.plugin.reporting import annotation, github_actions
+    from pytest_mlproject.plugin.config import github_actions
+    from pytest_mlproject.plugin.reporting import annotation
 
     cwd = Path.cwd()
     annotate = github_actions()

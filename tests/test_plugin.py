@@ -91,7 +91,7 @@ def test_nothing_heavy_is_imported_without_the_option(pytester: pytest.Pytester)
         "LOADED: ['pytest_mlproject.options', 'pytest_mlproject.plugin', "
         "'pytest_mlproject.plugin.config', "
         "'pytest_mlproject.plugin.databricks_fixtures', 'pytest_mlproject.plugin.fixtures', "
-        "'pytest_mlproject.plugin.workspace_fixtures', 'pytest_mlproject.problems']"
+        "'pytest_mlproject.plugin.workspace_fixtures']"
     )
 
 

@@ -14,7 +14,13 @@ from typing import Any
 import pytest
 
 from pytest_mlproject.options import DEFAULT_TIMEOUT, MLprojectConfig
-from pytest_mlproject.plugin.config import CONFIG_KEY, COORDINATOR_KEY, parse_config
+from pytest_mlproject.plugin.config import (
+    CONFIG_KEY,
+    COORDINATOR_KEY,
+    github_actions,
+    parse_config,
+    summary_path,
+)
 
 # The fixtures, as names of this module, which is how pytest finds a plugin's fixtures; their
 # modules import nothing heavy until a test uses them. Not through `pytest_plugins`: pytest
@@ -293,9 +299,11 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(_XdistHooks(), "mlproject-xdist")
     if settings.enabled:
         _add_mlproject_paths(config, settings)
-        from pytest_mlproject.plugin.reporting import configure_reporting
+        summary = summary_path(config)
+        if summary is not None or github_actions():  # else the reporting module is not needed
+            from pytest_mlproject.plugin.reporting import configure_reporting
 
-        configure_reporting(config)
+            configure_reporting(config, summary)
 
 
 def _add_mlproject_paths(config: pytest.Config, settings: MLprojectConfig) -> None:

@@ -8,6 +8,8 @@ start-up, not a failure in every item.
 from __future__ import annotations
 
 import math
+import os
+import re
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +23,6 @@ from pytest_mlproject.options import (
     DatabricksConfig,
     MLprojectConfig,
 )
-from pytest_mlproject.problems import RULES
 
 if TYPE_CHECKING:
     from pytest_mlproject.commands import ParamSpec
@@ -225,6 +226,11 @@ def parse_databricks(config: pytest.Config) -> DatabricksConfig:
 
 def rule_codes(values: list[str]) -> set[str]:
     """Rule codes for ``--mlproject-ignore`` values given as codes or names, any case."""
+    if not any(value.strip() for value in values):
+        return set()
+    # Only now: a session without --mlproject need not import the rule catalogue.
+    from pytest_mlproject.problems import RULES
+
     by_name = {rule.name: code for code, rule in RULES.items()}
     codes = set()
     for raw in values:
@@ -250,3 +256,21 @@ def parse_timeout(text: str, what: str, default: float) -> float:
     if not math.isfinite(value) or value <= 0:
         raise pytest.UsageError(f"{what}: {text!r} is not a number of seconds greater than 0")
     return value
+
+
+def github_actions() -> bool:
+    return os.environ.get("GITHUB_ACTIONS") == "true"
+
+
+def summary_path(config: pytest.Config) -> Path | None:
+    """Where to append the summary. ``$VARIABLES`` are expanded, so the ini file can say
+    ``$GITHUB_STEP_SUMMARY``; a path that names an unset variable means no summary."""
+    text = config.option.mlproject_summary or str(config.getini("mlproject_summary") or "")
+    text = os.path.expandvars(text.strip())
+    if not text or re.search(r"\$\w|\$\{", text):
+        return None
+    path = Path(text)
+    base = config.invocation_params.dir
+    if config.option.mlproject_summary is None and config.inipath is not None:
+        base = config.inipath.parent  # an ini path is relative to the ini file
+    return base / path

@@ -9,15 +9,14 @@
 
 Both are built from the reports alone, so they work the same under pytest-xdist: the workers
 attach each item's problems to its report, and the controller, which has no items, reads them
-back. The plugin imports this module only with ``--mlproject``, and registers the session
-report only when one of the two is asked for.
+back. The plugin imports this module only with ``--mlproject``, and only when one of the two
+is asked for (:func:`pytest_mlproject.plugin.config.summary_path`, ``GITHUB_ACTIONS``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -27,17 +26,13 @@ from typing import Any
 
 import pytest
 
-from pytest_mlproject.plugin.config import CONFIG_KEY
+from pytest_mlproject.plugin.config import CONFIG_KEY, github_actions
 from pytest_mlproject.problems import RULES, Problem
 
 RULES_URL = "https://github.com/pytest-mlproject/pytest-mlproject/blob/main/docs/rules.md"
 #: The attribute of a report that carries its item's problems, as JSON-ready lists.
 PROBLEMS_ATTRIBUTE = "mlproject_problem_list"
 KINDS = ("check", "run", "databricks")
-
-
-def github_actions() -> bool:
-    return os.environ.get("GITHUB_ACTIONS") == "true"
 
 
 def _escape_data(text: str) -> str:
@@ -82,31 +77,15 @@ def rule_link(code: str) -> str:
 # --- the pytest side ----------------------------------------------------------------------
 
 
-def summary_path(config: pytest.Config) -> Path | None:
-    """Where to append the summary. ``$VARIABLES`` are expanded, so the ini file can say
-    ``$GITHUB_STEP_SUMMARY``; a path that names an unset variable means no summary."""
-    text = config.option.mlproject_summary or str(config.getini("mlproject_summary") or "")
-    text = os.path.expandvars(text.strip())
-    if not text or re.search(r"\$\w|\$\{", text):
-        return None
-    path = Path(text)
-    base = config.invocation_params.dir
-    if config.option.mlproject_summary is None and config.inipath is not None:
-        base = config.inipath.parent  # an ini path is relative to the ini file
-    return base / path
-
-
-def configure_reporting(config: pytest.Config) -> None:
-    """Register the session report when a summary or annotations are asked for."""
-    path = summary_path(config)
+def configure_reporting(config: pytest.Config, path: Path | None) -> None:
+    """Register the session report: a summary (to ``path``) or annotations are asked for."""
     if path is not None and not hasattr(config, "workerinput"):
         try:  # a summary that cannot be written is a usage error now, not a lost one later
             path.parent.mkdir(parents=True, exist_ok=True)
             path.open("a", encoding="utf-8").close()
         except OSError as exc:
             raise pytest.UsageError(f"--mlproject-summary: cannot write {path}: {exc}") from None
-    if path is not None or github_actions():
-        config.pluginmanager.register(SessionReport(config, path), "mlproject-reporting")
+    config.pluginmanager.register(SessionReport(config, path), "mlproject-reporting")
 
 
 @dataclass
