@@ -95,6 +95,28 @@ def test_nothing_heavy_is_imported_without_the_option(pytester: pytest.Pytester)
     )
 
 
+def test_a_conftest_may_name_the_fixture_modules(pytester: pytest.Pytester) -> None:
+    # The plugin has imported them already; pytest would warn that they cannot be rewritten.
+    pytester.makeconftest(
+        """
+        pytest_plugins = [
+            "pytest_mlproject.plugin.fixtures",
+            "pytest_mlproject.plugin.workspace_fixtures",
+            "pytest_mlproject.plugin.databricks_fixtures",
+        ]
+        """
+    )
+    pytester.makepyfile(
+        """
+        def test_fixtures(mlproject):
+            assert mlproject.load is not None
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error")
+    result.assert_outcomes(passed=1)
+    result.stdout.no_fnmatch_line("*Warning*")
+
+
 def test_outcomes_errors_fail_and_warnings_warn(pytester: pytest.Pytester) -> None:
     project(pytester, "p", MIXED)
     result = run(pytester, "--mlproject", "-rA")

@@ -1,7 +1,9 @@
 """The ``mlproject_databricks`` fixture: submit an entry point from a test, get a result.
 
-The plugin registers this module in every session, so it imports nothing heavy: the
+The plugin imports this module in every session, so it imports nothing heavy: the
 Databricks machinery (and ``databricks.sdk``) loads when a test first submits something.
+It has no test code, so pytest need not rewrite its asserts (PYTEST_DONT_REWRITE), nor
+warn when a conftest's ``pytest_plugins`` names it after the plugin imported it.
 """
 
 from __future__ import annotations

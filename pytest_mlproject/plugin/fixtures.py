@@ -1,7 +1,9 @@
 """The ``mlproject`` fixture: load, check, render and run MLflow projects from a test.
 
-The plugin registers this module in every session, so it imports nothing heavy: the reader,
+The plugin imports this module in every session, so it imports nothing heavy: the reader,
 the rules, Git and the runner load when a test first uses them.
+It has no test code, so pytest need not rewrite its asserts (PYTEST_DONT_REWRITE), nor
+warn when a conftest's ``pytest_plugins`` names it after the plugin imported it.
 
 What the fixture does is what the items do: relative paths start at pytest's rootdir,
 ``--mlproject-uri`` style URIs are fetched into the same cache, ``check`` reports what the

@@ -3,6 +3,8 @@
 The plugin imports this module in every session, so it imports the server only when a test
 asks for the fixture. A session without the plugin can use it alone: ``-p
 pytest_mlproject.plugin.workspace_fixtures``.
+It has no test code, so pytest need not rewrite its asserts (PYTEST_DONT_REWRITE), nor
+warn when a conftest's ``pytest_plugins`` names it after the plugin imported it.
 """
 
 from __future__ import annotations
