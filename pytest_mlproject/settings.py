@@ -34,7 +34,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from pytest_mlproject import _fs, _yaml
 from pytest_mlproject.problems import Problem
@@ -93,7 +93,8 @@ DEFAULT_SKIP_REASON = f"skipped in {SETTINGS_FILE}"
 INF = float("inf")
 
 
-class DatabricksSettings(NamedTuple):
+@dataclass(frozen=True)
+class DatabricksSettings:
     #: A path (relative to the settings file's folder) or the spec itself, as written.
     cluster_spec: str | Mapping[str, Any] | None = None
     #: Why Databricks runs are skipped, or ``None`` to run them.
@@ -110,7 +111,8 @@ class DatabricksSettings(NamedTuple):
     dependencies: tuple[tuple[str, int], ...] | None = None
 
 
-class EntryPointSettings(NamedTuple):
+@dataclass(frozen=True)
+class EntryPointSettings:
     name: str
     parameters: tuple[ParamSpec, ...] = ()
     #: Why the local run is skipped, or ``None`` to run it.

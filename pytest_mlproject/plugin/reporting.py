@@ -9,8 +9,9 @@
 
 Both are built from the reports alone, so they work the same under pytest-xdist: the workers
 attach each item's problems to its report, and the controller, which has no items, reads them
-back. The plugin imports this module only with ``--mlproject``, and only when one of the two
-is asked for (:func:`pytest_mlproject.plugin.config.summary_path`, ``GITHUB_ACTIONS``).
+back. The plugin imports this module only with ``--mlproject``, and then only when one of the
+two is asked for (:func:`pytest_mlproject.plugin.config.summary_path`, ``GITHUB_ACTIONS``) or
+when ``--databricks`` submits (:class:`DatabricksSummary`).
 """
 
 from __future__ import annotations
