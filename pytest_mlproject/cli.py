@@ -272,10 +272,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mlproject-check: error: {exc}", file=sys.stderr)
         return 2
     from pytest_mlproject.plugin.config import github_actions
-    from pytest_mlproject.plugin.reporting import annotation
 
     cwd = Path.cwd()
     annotate = github_actions()
+    if annotate:  # only then: the reporting module is a pytest plugin's, and not light
+        from pytest_mlproject.plugin.reporting import annotation
     for problem, failing in found:
         print(problem.format(relative_to=cwd))
         if annotate:
